@@ -1,0 +1,123 @@
+"""Server settings from flags, ``LANEWAY_*`` environment variables and a TOML file.
+
+Precedence, highest first: command-line flags, environment, the TOML file given
+with ``--config``, then the defaults below. Every setting has a flag
+``--name-with-dashes`` and a variable ``LANEWAY_NAME``; the one exception is
+``api_keys``, whose variable ``LANEWAY_API_KEYS`` is comma-separated.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import msgspec
+
+from laneway.lanes import LanesConfig, LanesMode
+
+Backend = Literal["asyncio", "trio"]
+LogLevel = Literal["critical", "error", "warning", "info", "debug"]
+
+Positive = Annotated[int, msgspec.Meta(ge=1)]
+NonNegative = Annotated[int, msgspec.Meta(ge=0)]
+Port = Annotated[int, msgspec.Meta(ge=0, le=65535)]
+Seconds = Annotated[float, msgspec.Meta(gt=0)]
+
+ENV_PREFIX = "LANEWAY_"
+
+
+class ConfigError(ValueError):
+    """Settings that cannot be used, with the offending source and field named."""
+
+
+class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    host: str = "127.0.0.1"
+    port: Port = 8000
+    backend: Backend = "asyncio"
+    db: str = ".laneway/laneway.db"
+    lanes_mode: LanesMode = "isolated"
+    run_lane_size: Positive = 10
+    tool_lane_size: Positive = 16
+    io_lane_size: Positive = 8
+    run_max_waiting: NonNegative = 10_000
+    tool_max_waiting: NonNegative = 1_000
+    io_max_waiting: NonNegative = 1_000
+    step_timeout_s: Seconds = 300.0
+    shutdown_grace_s: Annotated[float, msgspec.Meta(ge=0)] = 10.0
+    max_body_bytes: Positive = 1024 * 1024
+    api_keys: list[str] = msgspec.field(default_factory=list)
+    metrics_auth: bool = False
+    log_level: LogLevel = "info"
+
+    def lanes(self) -> LanesConfig:
+        return LanesConfig(
+            mode=self.lanes_mode,
+            run_size=self.run_lane_size,
+            tool_size=self.tool_lane_size,
+            io_size=self.io_lane_size,
+            run_max_waiting=self.run_max_waiting,
+            tool_max_waiting=self.tool_max_waiting,
+            io_max_waiting=self.io_max_waiting,
+        )
+
+
+SETTING_NAMES: tuple[str, ...] = Settings.__struct_fields__
+DEFAULTS = Settings()
+
+
+def env_name(field: str) -> str:
+    return ENV_PREFIX + field.upper()
+
+
+def _from_env(environ: Mapping[str, str]) -> dict[str, Any]:
+    found: dict[str, Any] = {}
+    for field in SETTING_NAMES:
+        raw = environ.get(env_name(field))
+        if raw is None:
+            continue
+        if field == "api_keys":
+            found[field] = [key.strip() for key in raw.split(",") if key.strip()]
+        else:
+            found[field] = raw
+    return found
+
+
+def _from_toml(path: str) -> dict[str, Any]:
+    try:
+        with Path(path).open("rb") as fh:
+            data = tomllib.load(fh)
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {path} is not valid TOML: {exc}") from exc
+    # Accept both flag spelling (run-lane-size) and field spelling (run_lane_size).
+    return {key.replace("-", "_"): value for key, value in data.items()}
+
+
+def _convert(values: dict[str, Any], source: str, *, strict: bool) -> dict[str, Any]:
+    """Validate one source on its own, so an error names where it came from."""
+    try:
+        checked = msgspec.convert(values, Settings, strict=strict)
+    except msgspec.ValidationError as exc:
+        raise ConfigError(f"{source}: {exc}") from exc
+    return {key: getattr(checked, key) for key in values}
+
+
+def load_settings(
+    flags: Mapping[str, Any] | None = None,
+    environ: Mapping[str, str] | None = None,
+    config_file: str | None = None,
+) -> Settings:
+    """Merge the sources by precedence; ``flags`` holds only flags given explicitly."""
+    env = os.environ if environ is None else environ
+    merged: dict[str, Any] = {}
+    path = config_file if config_file is not None else env.get(ENV_PREFIX + "CONFIG")
+    if path:
+        merged.update(_convert(_from_toml(path), f"config file {path}", strict=True))
+    # Environment values are strings; non-strict conversion parses "16" and "true".
+    merged.update(_convert(_from_env(env), "environment", strict=False))
+    merged.update(_convert(dict(flags or {}), "command line", strict=True))
+    return msgspec.structs.replace(DEFAULTS, **merged)

@@ -1,0 +1,110 @@
+"""Serving the app: the one module that knows about uvicorn, hypercorn and signals.
+
+asyncio runs under uvicorn and trio under hypercorn. Both serve the same ASGI
+app; SIGINT and SIGTERM start a graceful shutdown, which runs the app's lifespan
+shutdown before the process exits.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+from typing import Any, cast
+
+from laneway.app import create_app
+from laneway.config import Settings
+
+# uvicorn's exit status when the lifespan startup fails.
+STARTUP_FAILED = 3
+
+
+def serve(settings: Settings) -> int:
+    """Serve until SIGINT or SIGTERM; return the process exit status."""
+    app = create_app(settings)
+    if settings.backend == "trio":
+        import trio
+
+        return trio.run(_serve_hypercorn, app, settings)
+    return _serve_uvicorn(app, settings)
+
+
+def _serve_uvicorn(app: Any, settings: Settings) -> int:
+    import uvicorn
+
+    config = uvicorn.Config(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level,
+        lifespan="on",
+        access_log=False,
+        # The app's own shutdown already waits shutdown_grace_s for runs to pause;
+        # this bounds how long open connections may keep the server up.
+        timeout_graceful_shutdown=max(1, int(settings.shutdown_grace_s)),
+    )
+    server = _uvicorn_server_class()(config)
+    server.run()
+    return 0 if server.started else STARTUP_FAILED
+
+
+def _uvicorn_server_class() -> Any:
+    import uvicorn
+
+    class UvicornServer(uvicorn.Server):
+        def handle_exit(self, sig: int, frame: Any) -> None:
+            # uvicorn re-raises a captured signal after shutdown, so the process
+            # dies "by signal". A signal is how laneway is asked to stop: after a
+            # clean shutdown it exits 0, as it does under hypercorn.
+            super().handle_exit(sig, frame)
+            self._captured_signals.clear()
+
+    return UvicornServer
+
+
+def _bind_address(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+async def _serve_hypercorn(app: Any, settings: Settings) -> int:
+    import trio
+    from hypercorn.config import Config
+    from hypercorn.trio import serve as hypercorn_serve
+
+    config = Config()
+    config.bind = [_bind_address(settings.host, settings.port)]
+    config.graceful_timeout = max(1.0, settings.shutdown_grace_s)
+    config.loglevel = settings.log_level.upper()
+    config.accesslog = None
+    # Route hypercorn's messages through stdlib logging as configured by the CLI,
+    # instead of its own stderr handler, so they are printed once.
+    config.errorlog = logging.getLogger("hypercorn.error")
+    stop = trio.Event()
+
+    async def watch_signals() -> None:
+        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            async for _ in signals:
+                stop.set()
+                return
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(watch_signals)
+        try:
+            await hypercorn_serve(cast(Any, app), config, shutdown_trigger=stop.wait)
+        except BaseException as exc:
+            # hypercorn reports a failed lifespan startup as an exception group.
+            if _is_startup_failure(exc):
+                nursery.cancel_scope.cancel()
+                return STARTUP_FAILED
+            raise
+        nursery.cancel_scope.cancel()
+    return 0
+
+
+def _is_startup_failure(exc: BaseException) -> bool:
+    from hypercorn.utils import LifespanFailureError
+
+    if isinstance(exc, LifespanFailureError):
+        return True
+    if isinstance(exc, BaseExceptionGroup):
+        return any(_is_startup_failure(inner) for inner in exc.exceptions)
+    return False
