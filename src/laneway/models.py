@@ -1,0 +1,135 @@
+"""Plain data records shared by the store, the service and the HTTP API."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal
+
+import msgspec
+
+Status = Literal["idle", "queued", "running", "paused", "finished", "error", "stuck"]
+EventKind = Literal["message", "tool_call", "tool_result", "status", "error"]
+EventSource = Literal["user", "agent", "tool", "system"]
+Order = Literal["asc", "desc"]
+
+STATUSES: tuple[Status, ...] = ("idle", "queued", "running", "paused", "finished", "error", "stuck")
+# A conversation in one of these holds or waits for a run token.
+ACTIVE_STATUSES: frozenset[Status] = frozenset({"queued", "running"})
+
+MAX_PAGE = 500
+Limit = Annotated[int, msgspec.Meta(ge=1, le=MAX_PAGE)]
+
+
+def utc_now() -> str:
+    """The current time as RFC 3339 UTC with microseconds.
+
+    The fixed width makes timestamps compare correctly as strings, which is how
+    the store orders and filters them.
+    """
+    return format_timestamp(datetime.now(UTC))
+
+
+def format_timestamp(moment: datetime) -> str:
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def parse_timestamp(text: str) -> str:
+    """Normalise a client's RFC 3339 timestamp to the stored form.
+
+    A timestamp without an offset is taken as UTC. Raises ValueError on anything
+    that is not a timestamp.
+    """
+    moment = datetime.fromisoformat(text.strip().replace("z", "Z"))
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return format_timestamp(moment)
+
+
+class AgentSpec(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """Which agent a conversation runs: a built-in kind or ``package.module:factory``."""
+
+    kind: Annotated[str, msgspec.Meta(min_length=1, max_length=200)] = "echo"
+    config: dict[str, Any] = msgspec.field(default_factory=dict)
+
+
+class Event(msgspec.Struct, frozen=True):
+    """One entry of a conversation's append-only log; ``seq`` runs 1, 2, 3… without gaps."""
+
+    seq: int
+    id: str
+    conversation_id: str
+    timestamp: str
+    kind: EventKind
+    source: EventSource
+    data: dict[str, Any]
+
+
+class NewEvent(msgspec.Struct, frozen=True):
+    """An event before the store gives it a seq, an id and a timestamp."""
+
+    kind: EventKind
+    source: EventSource
+    data: dict[str, Any]
+
+
+class ConversationRecord(msgspec.Struct, frozen=True):
+    """What the store keeps of a conversation; live fields come from the service."""
+
+    id: str
+    title: str
+    status: Status
+    agent: AgentSpec
+    max_steps: int
+    created_at: str
+    updated_at: str
+    steps_done: int = 0
+    last_error: str | None = None
+    last_seq: int = 0
+    # The seq of the last user message a run has handed to the agent.
+    read_seq: int = 0
+
+
+class ConversationUpdate(msgspec.Struct, frozen=True, kw_only=True):
+    """Fields to change together with an append; UNSET leaves a field alone."""
+
+    status: Status | msgspec.UnsetType = msgspec.UNSET
+    steps_done: int | msgspec.UnsetType = msgspec.UNSET
+    last_error: str | msgspec.UnsetType | None = msgspec.UNSET
+    read_seq: int | msgspec.UnsetType = msgspec.UNSET
+
+
+class EventFilter(msgspec.Struct, frozen=True, kw_only=True):
+    """Filters shared by event search and event count; all given ones must match.
+
+    ``text`` matches message text case-insensitively. ``after_seq`` and
+    ``before_seq`` are exclusive bounds; ``since`` and ``until`` are inclusive
+    RFC 3339 bounds in the stored form (see :func:`parse_timestamp`).
+    """
+
+    kind: EventKind | None = None
+    source: EventSource | None = None
+    text: str | None = None
+    after_seq: int | None = None
+    before_seq: int | None = None
+    since: str | None = None
+    until: str | None = None
+
+
+class InvalidCursor(ValueError):
+    """A pagination cursor that this server did not hand out, or for another query."""
+
+
+class Conversation(msgspec.Struct, frozen=True):
+    """A conversation as clients see it: the stored record plus live run state."""
+
+    id: str
+    title: str
+    status: Status
+    agent: AgentSpec
+    max_steps: int
+    created_at: str
+    updated_at: str
+    steps_done: int
+    queue_position: int | None
+    pause_requested: bool
+    last_error: str | None

@@ -1,0 +1,89 @@
+"""SQL building and opaque cursors for :class:`~laneway.store.sqlite.SQLiteEventStore`."""
+
+from __future__ import annotations
+
+import base64
+from typing import Any, TypeVar
+
+import msgspec
+
+from laneway.models import EventFilter, InvalidCursor, Order
+
+
+class PageCursor(msgspec.Struct, forbid_unknown_fields=True):
+    """Where a conversation listing continues: below this pk."""
+
+    r: int
+
+
+class EventCursor(msgspec.Struct, forbid_unknown_fields=True):
+    """Where an event search continues: past seq ``s`` in order ``o``."""
+
+    s: int
+    o: Order
+
+
+_C = TypeVar("_C", PageCursor, EventCursor)
+
+
+def encode_cursor(cursor: PageCursor | EventCursor) -> str:
+    return base64.urlsafe_b64encode(msgspec.json.encode(cursor)).rstrip(b"=").decode()
+
+
+def decode_cursor(text: str, kind: type[_C]) -> _C:
+    try:
+        raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+        return msgspec.json.decode(raw, type=kind)
+    except (ValueError, msgspec.DecodeError) as exc:
+        raise InvalidCursor(f"invalid cursor {text!r}") from exc
+
+
+def event_where(conversation_id: str, flt: EventFilter) -> tuple[str, list[Any]]:
+    """The WHERE clause (without the keyword) and parameters for ``flt``."""
+    clauses = ["conversation_id = ?"]
+    params: list[Any] = [conversation_id]
+    if flt.kind is not None:
+        clauses.append("kind = ?")
+        params.append(flt.kind)
+    if flt.source is not None:
+        clauses.append("source = ?")
+        params.append(flt.source)
+    if flt.text is not None:
+        if flt.kind is None:
+            # Only messages carry text; saying so lets the kind index narrow the search.
+            clauses.append("kind = 'message'")
+        clauses.append("instr(text_cf, ?) > 0")
+        params.append(flt.text.casefold())
+    for value, clause in (
+        (flt.after_seq, "seq > ?"),
+        (flt.before_seq, "seq < ?"),
+        (flt.since, "timestamp >= ?"),
+        (flt.until, "timestamp <= ?"),
+    ):
+        if value is not None:
+            clauses.append(clause)
+            params.append(value)
+    return " AND ".join(clauses), params
+
+
+def search_sql(
+    columns: str,
+    conversation_id: str,
+    flt: EventFilter,
+    order: Order,
+    limit: int,
+    cursor: str | None,
+) -> tuple[str, list[Any]]:
+    """A query for one page of a search, with one row more to tell if another follows."""
+    if limit < 1:
+        raise ValueError("limit must be at least 1")
+    where, params = event_where(conversation_id, flt)
+    if cursor is not None:
+        position = decode_cursor(cursor, EventCursor)
+        if position.o != order:
+            raise InvalidCursor(f"cursor {cursor!r} is for {position.o} order, not {order}")
+        where += " AND seq > ?" if order == "asc" else " AND seq < ?"
+        params.append(position.s)
+    params.append(limit + 1)
+    direction = "ASC" if order == "asc" else "DESC"
+    return f"SELECT {columns} FROM events WHERE {where} ORDER BY seq {direction} LIMIT ?", params

@@ -1,0 +1,91 @@
+"""The storage interface: small, blocking, and safe to call from many threads.
+
+Every method blocks. Async code calls them on the io lane; run threads call the
+write methods directly, since they are already off the event loop. A PostgreSQL
+store for several laneway instances implements the same protocol.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol
+
+from laneway.models import (
+    ConversationRecord,
+    ConversationUpdate,
+    Event,
+    EventFilter,
+    NewEvent,
+    Order,
+    Status,
+)
+
+
+class NotFound(LookupError):
+    """No conversation (or event) with that id."""
+
+
+class EventStore(Protocol):
+    def create_conversation(
+        self, record: ConversationRecord, events: Sequence[NewEvent] = ()
+    ) -> list[Event]:
+        """Insert a conversation and its first events in one transaction."""
+        ...
+
+    def get_conversation(self, conversation_id: str) -> ConversationRecord | None: ...
+
+    def list_conversations(
+        self, *, status: Status | None, limit: int, cursor: str | None
+    ) -> tuple[list[ConversationRecord], str | None]:
+        """Newest first. Returns a page and the cursor of the next one (None at the end).
+
+        Raises :class:`~laneway.models.InvalidCursor` for a cursor it did not issue.
+        """
+        ...
+
+    def count_conversations(self, *, status: Status | None) -> int: ...
+
+    def count_by_status(self) -> dict[Status, int]: ...
+
+    def delete_conversation(self, conversation_id: str) -> bool:
+        """Delete a conversation and all its events; False if there was none."""
+        ...
+
+    def append(
+        self,
+        conversation_id: str,
+        events: Sequence[NewEvent],
+        update: ConversationUpdate | None = None,
+    ) -> list[Event]:
+        """Append events with the next seqs, and apply ``update``, atomically.
+
+        Raises :class:`NotFound` when the conversation does not exist.
+        """
+        ...
+
+    def search_events(
+        self,
+        conversation_id: str,
+        flt: EventFilter,
+        *,
+        order: Order,
+        limit: int,
+        cursor: str | None,
+    ) -> tuple[list[Event], str | None]:
+        """A page of matching events in seq order, and the next page's cursor."""
+        ...
+
+    def count_events(self, conversation_id: str, flt: EventFilter) -> int: ...
+
+    def get_event(self, conversation_id: str, seq: int) -> Event | None: ...
+
+    def events_after(self, conversation_id: str, after_seq: int, limit: int) -> list[Event]:
+        """Up to ``limit`` events with seq > after_seq, ascending (stream replay)."""
+        ...
+
+    def recover_interrupted(self, reason: str) -> list[str]:
+        """Mark every queued or running conversation paused, with a status event
+        carrying ``reason``; return their ids. Called once at startup."""
+        ...
+
+    def close(self) -> None: ...
