@@ -175,13 +175,19 @@ class Lane:
         return max(0.001, (len(self._waiters) + 1) * service / max(self.size, 1))
 
     @asynccontextmanager
-    async def hold(self, ticket: object | None = None) -> AsyncIterator[None]:
+    async def hold(
+        self,
+        ticket: object | None = None,
+        on_enqueued: Callable[[], object] | None = None,
+    ) -> AsyncIterator[None]:
         """Hold one token of this lane for the span of the ``async with`` body.
 
         ``ticket`` names the waiter for :meth:`position`; it must be unique among
-        this lane's waiters. Raises :class:`LaneOrderError` when the caller already
-        holds a lane of the same or higher rank, and :class:`LaneFull` when
-        ``max_waiting`` callers already wait.
+        this lane's waiters. ``on_enqueued`` is called once the caller either has
+        its token or is in the queue, i.e. once admission can no longer fail.
+        Raises :class:`LaneOrderError` when the caller already holds a lane of the
+        same or higher rank, and :class:`LaneFull` when ``max_waiting`` callers
+        already wait.
         """
         held = _held.get()
         if held is not None and held.rank >= self.rank:
@@ -191,7 +197,11 @@ class Lane:
         try:
             self._limiter.acquire_on_behalf_of_nowait(borrower)
         except anyio.WouldBlock:
-            await self._wait_for_token(borrower, requested, borrower if ticket is None else ticket)
+            key = borrower if ticket is None else ticket
+            await self._wait_for_token(borrower, requested, key, on_enqueued)
+        else:
+            if on_enqueued is not None:
+                on_enqueued()
         started = time.perf_counter()
         self._wait_time.observe(started - requested)
         self._admitted += 1
@@ -206,13 +216,21 @@ class Lane:
             self._limiter.release_on_behalf_of(borrower)
             self._finish(time.perf_counter() - started, succeeded)
 
-    async def _wait_for_token(self, borrower: object, requested: float, key: object) -> None:
+    async def _wait_for_token(
+        self,
+        borrower: object,
+        requested: float,
+        key: object,
+        on_enqueued: Callable[[], object] | None,
+    ) -> None:
         if len(self._waiters) >= self.max_waiting:
             self._rejected += 1
             raise LaneFull(self.name, len(self._waiters), self.retry_after())
         self._waiters[key] = requested
         self._peak_waiting = max(self._peak_waiting, len(self._waiters))
         try:
+            if on_enqueued is not None:
+                on_enqueued()
             await self._limiter.acquire_on_behalf_of(borrower)
         except BaseException:
             self._cancelled_waiting += 1
@@ -239,9 +257,22 @@ class Lane:
         thread really ends, so the lane never has more threads than tokens.
         """
         async with self.hold():
-            return await anyio.to_thread.run_sync(
-                fn, *args, abandon_on_cancel=False, limiter=self._thread_limiter
-            )
+            return await self.to_thread(fn, *args)
+
+    async def to_thread(
+        self, fn: Callable[[Unpack[Ts]], T], *args: *Ts, abandon_on_cancel: bool = False
+    ) -> T:
+        """Run ``fn(*args)`` in a worker thread on a token the caller already holds
+        through :meth:`hold`.
+
+        ``abandon_on_cancel`` exists for shutdown past its grace period, when a
+        thread that will not return in time is left behind so the process can exit.
+        """
+        if _held.get() is not self:
+            raise RuntimeError(f"to_thread needs a token of lane {self.name!r}: use hold()")
+        return await anyio.to_thread.run_sync(
+            fn, *args, abandon_on_cancel=abandon_on_cancel, limiter=self._thread_limiter
+        )
 
     def snapshot(self) -> LaneSnapshot:
         oldest = next(iter(self._waiters.values()), None)

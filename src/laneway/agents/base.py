@@ -1,0 +1,63 @@
+"""What an agent is: a blocking ``step()`` that answers one turn at a time."""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+import msgspec
+
+
+class ToolCall(msgspec.Struct, frozen=True):
+    """A tool call a step asks for; ``id`` pairs it with its result."""
+
+    id: str
+    name: str
+    arguments: dict[str, Any] = msgspec.field(default_factory=dict)
+
+
+class ToolResult(msgspec.Struct, frozen=True):
+    """The outcome of one tool call: ``output`` on success, ``error`` if it raised."""
+
+    id: str
+    name: str
+    output: Any = None
+    error: str | None = None
+
+
+class Turn(msgspec.Struct, frozen=True):
+    """What a step sees.
+
+    ``step`` counts the steps of this conversation from 1. ``new_messages`` holds
+    the user messages that arrived since the previous step; ``tool_results`` the
+    results of the previous step's tool calls, in call order.
+    """
+
+    step: int
+    new_messages: list[str]
+    tool_results: list[ToolResult]
+
+
+class StepResult(msgspec.Struct, frozen=True):
+    """What a step produced: agent messages, tool calls to run in parallel, and
+    whether the agent has finished (new user messages start another step)."""
+
+    messages: list[str] = msgspec.field(default_factory=list)
+    tool_calls: list[ToolCall] = msgspec.field(default_factory=list)
+    done: bool = False
+
+
+class Agent(Protocol):
+    """One instance per conversation run. Both methods block and run in threads:
+    ``step`` in the run's thread, ``call_tool`` on the tool lane, several at once."""
+
+    def step(self, turn: Turn) -> StepResult: ...
+
+    def call_tool(self, call: ToolCall) -> Any: ...
+
+
+class AgentFactory(Protocol):
+    def __call__(self, config: dict[str, Any]) -> Agent: ...
+
+
+class AgentConfigError(ValueError):
+    """An agent spec that names no agent, or whose config the agent rejects."""

@@ -1,0 +1,74 @@
+"""``sim``: a deterministic synthetic workload for demos, tests and the benchmark.
+
+Each step blocks for ``think_ms`` (as an LLM call would), burns ``cpu_ms`` of
+pure-Python CPU (holding the GIL, as parsing and prompt building do), and asks
+for ``tools_per_step`` tool calls that each block for ``tool_ms``.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Annotated, Any
+
+import msgspec
+
+from laneway.agents.base import AgentConfigError, StepResult, ToolCall, Turn
+
+Millis = Annotated[float, msgspec.Meta(ge=0, le=3_600_000)]
+
+
+class SimConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    steps: Annotated[int, msgspec.Meta(ge=1, le=1_000_000)] = 3
+    think_ms: Millis = 0
+    cpu_ms: Millis = 0
+    tools_per_step: Annotated[int, msgspec.Meta(ge=0, le=256)] = 0
+    tool_ms: Millis = 0
+    fail_at_step: Annotated[int, msgspec.Meta(ge=1)] | None = None
+
+
+def burn_cpu(ms: float) -> None:
+    """Spin in pure Python for ``ms`` of wall time, holding the GIL as real work does."""
+    deadline = time.perf_counter() + ms / 1000
+    n = 0
+    while time.perf_counter() < deadline:
+        for i in range(200):
+            n += i * i
+
+
+class SimAgent:
+    def __init__(self, config: SimConfig) -> None:
+        self.config = config
+        self._steps_taken = 0
+
+    def step(self, turn: Turn) -> StepResult:
+        c = self.config
+        self._steps_taken += 1
+        n = self._steps_taken
+        if c.fail_at_step is not None and n == c.fail_at_step:
+            raise RuntimeError(f"sim failed at step {n} as configured")
+        if c.think_ms:
+            time.sleep(c.think_ms / 1000)
+        if c.cpu_ms:
+            burn_cpu(c.cpu_ms)
+        calls = [
+            ToolCall(id=f"s{n}t{i}", name="sleep", arguments={"ms": c.tool_ms})
+            for i in range(c.tools_per_step)
+        ]
+        text = f"step {n} of {c.steps}"
+        if turn.new_messages:
+            text += f" (read {len(turn.new_messages)} new message(s))"
+        return StepResult(messages=[text], tool_calls=calls, done=n >= c.steps)
+
+    def call_tool(self, call: ToolCall) -> Any:
+        if call.name != "sleep":
+            raise LookupError(f"sim has no tool {call.name!r}")
+        ms = float(call.arguments.get("ms", 0))
+        time.sleep(ms / 1000)
+        return {"slept_ms": ms}
+
+
+def make_sim(config: dict[str, Any]) -> SimAgent:
+    try:
+        return SimAgent(msgspec.convert(config, SimConfig))
+    except msgspec.ValidationError as exc:
+        raise AgentConfigError(f"sim config: {exc}") from exc

@@ -1,0 +1,279 @@
+"""One conversation run: the blocking agent loop that lives in a run-lane thread.
+
+The loop owns nothing on the event loop. It writes events straight to the store
+(it is already off the loop), and crosses back into the loop only to publish
+events, to fan tool calls out on the tool lane, and to agree with the service
+on when it ends, so that no message sent during the run is ever lost.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from collections.abc import Callable, Sequence
+from typing import Any, Literal
+
+import anyio
+import anyio.from_thread
+import msgspec
+
+from laneway.agents import Agent, StepResult, ToolCall, ToolResult, Turn, make_agent
+from laneway.lanes import Lane, LaneFull
+from laneway.models import (
+    ConversationRecord,
+    ConversationUpdate,
+    Event,
+    EventFilter,
+    NewEvent,
+    Status,
+)
+from laneway.store.base import EventStore, NotFound
+
+Outcome = Literal["finished", "paused", "error", "stuck"]
+# How a run asks to end: "done" (the agent finished; it goes on if messages are
+# unread), "stop" (max_steps, error, stuck: unread messages start a new run) or
+# "pause" (unread messages wait for the next run).
+EndRequest = Literal["done", "stop", "pause"]
+MESSAGES_PER_STEP = 500
+
+
+def status_event(status: Status, reason: str | None = None) -> NewEvent:
+    data: dict[str, Any] = {"status": status}
+    if reason is not None:
+        data["reason"] = reason
+    return NewEvent("status", "system", data)
+
+
+class RunHandle:
+    """The live state of one run, shared by the service (on the loop) and the run
+    thread. Fields the thread reads are plain values; the step clock is guarded by
+    a lock because the stuck watchdog reads it from the loop."""
+
+    def __init__(self, conversation_id: str) -> None:
+        self.conversation_id = conversation_id
+        self.admitted = False
+        self.pause_requested = False
+        self.deleted = False
+        self.abandoned = False
+        # Messages sent with run=true that the service counted for this run.
+        self.messages_received = 0
+        # False once the run has agreed to end; later messages start a new run.
+        self.accepting = True
+        self.rerun = False
+        self.stuck = False
+        # Cancels the wait for a run token (pause or delete while queued).
+        self.scope = anyio.CancelScope()
+        # Shields the run's thread; cancelled only to leave it behind at shutdown.
+        self.thread_scope: anyio.CancelScope | None = None
+        self.queued_written = anyio.Event()
+        self.stuck_written = anyio.Event()
+        self.done = anyio.Event()
+        self._clock = threading.Lock()
+        self._step_started: float | None = None
+        self._step_number = 0
+
+    def begin_step(self, number: int) -> None:
+        with self._clock:
+            self._step_started = time.monotonic()
+            self._step_number = number
+
+    def end_step(self) -> bool:
+        """Stop the step clock; True if the watchdog already declared the step stuck."""
+        with self._clock:
+            self._step_started = None
+            return self.stuck
+
+    def check_stuck(self, timeout_s: float) -> int | None:
+        """Mark the run stuck if its step has outlived ``timeout_s``; return that
+        step's number the first time only."""
+        with self._clock:
+            started = self._step_started
+            if self.stuck or started is None or time.monotonic() - started <= timeout_s:
+                return None
+            self.stuck = True
+            return self._step_number
+
+    def claim_end(self, messages_seen: int, request: EndRequest) -> bool:
+        """Called on the loop, where messages are counted, so that deciding to end
+        and counting a message cannot interleave. Returns False when the run must
+        go on to read messages that arrived since ``messages_seen``."""
+        unread = self.messages_received > messages_seen
+        if request == "done" and unread:
+            return False
+        self.accepting = False
+        if unread and request == "stop":
+            self.rerun = True
+        return True
+
+
+class Runner:
+    """Executes one run in the calling (run-lane) thread; see :meth:`execute`."""
+
+    def __init__(
+        self,
+        *,
+        handle: RunHandle,
+        record: ConversationRecord,
+        agent: Agent | None,
+        store: EventStore,
+        tool_lane: Lane,
+        publish: Callable[[str, Sequence[Event]], None],
+    ) -> None:
+        self.handle = handle
+        self.record = record
+        self.agent = agent
+        self.store = store
+        self.tool_lane = tool_lane
+        self.publish = publish
+        self.cid = record.id
+
+    def execute(self) -> Agent | None:
+        """Run the loop to its end and write the final status. Returns the agent,
+        so that the service keeps its state for the conversation's next run."""
+        anyio.from_thread.run(self.handle.queued_written.wait)
+        try:
+            self._append([status_event("running")], ConversationUpdate(status="running"))
+            if self.agent is None:
+                self.agent = make_agent(self.record.agent)
+            outcome, reason = self._loop(self.agent)
+            # The watchdog already wrote the stuck status; a stuck run just ends.
+            if outcome != "stuck":
+                self._append([status_event(outcome, reason)], ConversationUpdate(status=outcome))
+        except _Gone:
+            pass
+        except Exception as exc:
+            self._fail(exc)
+        return self.agent
+
+    def _fail(self, exc: Exception) -> None:
+        message = f"{type(exc).__name__}: {exc}"
+        self._claim(self.handle.messages_received, "stop")
+        error = NewEvent("error", "system", {"type": type(exc).__name__, "message": str(exc)})
+        with contextlib.suppress(_Gone):
+            self._append(
+                [error, status_event("error", message)],
+                ConversationUpdate(status="error", last_error=message),
+            )
+
+    def _loop(self, agent: Agent) -> tuple[Outcome, str]:
+        handle = self.handle
+        read_seq = self.record.read_seq
+        steps_done = self.record.steps_done
+        steps_this_run = 0
+        tool_results: list[ToolResult] = []
+        while True:
+            seen = handle.messages_received
+            if handle.pause_requested and self._claim(seen, "pause"):
+                return "paused", "pause requested"
+            if steps_this_run >= self.record.max_steps and self._claim(seen, "stop"):
+                return "finished", f"max_steps ({self.record.max_steps}) reached"
+            new_messages = self._unread_messages(read_seq)
+            if new_messages:
+                read_seq = new_messages[-1].seq
+            turn = Turn(
+                step=steps_done + 1,
+                new_messages=[str(e.data.get("text", "")) for e in new_messages],
+                tool_results=tool_results,
+            )
+            handle.begin_step(turn.step)
+            try:
+                result = agent.step(turn)
+            finally:
+                stuck = handle.end_step()
+            steps_done += 1
+            steps_this_run += 1
+            self._append(
+                _step_events(result),
+                ConversationUpdate(steps_done=steps_done, read_seq=read_seq),
+            )
+            if stuck and self._claim(seen, "stop"):
+                return "stuck", ""
+            tool_results = self._run_tools(agent, result.tool_calls) if result.tool_calls else []
+            if result.done and self._claim(seen, "done"):
+                return "finished", "agent finished"
+
+    def _unread_messages(self, read_seq: int) -> list[Event]:
+        flt = EventFilter(kind="message", source="user", after_seq=read_seq)
+        page, _ = self.store.search_events(
+            self.cid, flt, order="asc", limit=MESSAGES_PER_STEP, cursor=None
+        )
+        return page
+
+    def _claim(self, seen: int, request: EndRequest) -> bool:
+        claimed: bool = anyio.from_thread.run_sync(self.handle.claim_end, seen, request)
+        return claimed
+
+    def _run_tools(self, agent: Agent, calls: list[ToolCall]) -> list[ToolResult]:
+        results: list[ToolResult] = anyio.from_thread.run(self._fan_out, agent, calls)
+        self._append(
+            [NewEvent("tool_result", "tool", _tool_result_data(result)) for result in results]
+        )
+        return results
+
+    async def _fan_out(self, agent: Agent, calls: list[ToolCall]) -> list[ToolResult]:
+        """On the loop: every call in parallel on the tool lane, results in call order."""
+        results: list[ToolResult | None] = [None] * len(calls)
+
+        async def one(index: int, call: ToolCall) -> None:
+            try:
+                output = await self.tool_lane.run_sync(agent.call_tool, call)
+            except LaneFull as exc:
+                results[index] = ToolResult(call.id, call.name, error=str(exc))
+            except Exception as exc:
+                error = f"{type(exc).__name__}: {exc}"
+                results[index] = ToolResult(call.id, call.name, error=error)
+            else:
+                results[index] = ToolResult(call.id, call.name, output=_jsonable(output))
+
+        async with anyio.create_task_group() as tg:
+            for index, call in enumerate(calls):
+                tg.start_soon(one, index, call)
+        return [r for r in results if r is not None]
+
+    def _append(
+        self, events: Sequence[NewEvent], update: ConversationUpdate | None = None
+    ) -> list[Event]:
+        if self.handle.abandoned:
+            raise _Gone
+        try:
+            stored = self.store.append(self.cid, events, update)
+        except NotFound:
+            raise _Gone from None
+        anyio.from_thread.run_sync(self.publish, self.cid, stored)
+        return stored
+
+
+class _Gone(Exception):
+    """The conversation was deleted, or the server left this run behind at shutdown."""
+
+
+def _step_events(result: StepResult) -> list[NewEvent]:
+    events = [NewEvent("message", "agent", {"text": text}) for text in result.messages]
+    events += [
+        NewEvent(
+            "tool_call",
+            "agent",
+            {"call_id": call.id, "name": call.name, "arguments": call.arguments},
+        )
+        for call in result.tool_calls
+    ]
+    return events
+
+
+def _tool_result_data(result: ToolResult) -> dict[str, Any]:
+    data: dict[str, Any] = {"call_id": result.id, "name": result.name}
+    if result.error is not None:
+        data["error"] = result.error
+    else:
+        data["output"] = result.output
+    return data
+
+
+def _jsonable(value: Any) -> Any:
+    """Tool output goes into a JSON event; what JSON cannot hold is kept as text."""
+    try:
+        msgspec.json.encode(value)
+    except (TypeError, ValueError, OverflowError):
+        return repr(value)
+    return value

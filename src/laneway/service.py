@@ -1,0 +1,463 @@
+"""ConversationService: conversations, their runs, their events; async and backend-neutral.
+
+Every run is a task in the service's own task group, so closing the service
+leaves nothing running. Blocking store calls made for requests go through the io
+lane; a run's own writes happen in its run-lane thread.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import AsyncIterator, Sequence
+from types import TracebackType
+from typing import Self
+
+import anyio
+from anyio.abc import TaskGroup, TaskStatus
+
+from laneway.agents import Agent, AgentConfigError, make_agent, resolve_factory
+from laneway.broker import EventBroker
+from laneway.errors import Conflict, InvalidRequest, NotFound, RunNotAdmitted, ShuttingDown
+from laneway.lanes import LaneFull, Lanes
+from laneway.models import (
+    AgentSpec,
+    Conversation,
+    ConversationRecord,
+    ConversationUpdate,
+    Event,
+    EventFilter,
+    NewEvent,
+    Order,
+    Status,
+    utc_now,
+)
+from laneway.runner import RunHandle, Runner, status_event
+from laneway.store.base import EventStore
+
+log = logging.getLogger("laneway.runs")
+
+DEFAULT_MAX_STEPS = 50
+RESTART_REASON = "interrupted by restart"
+REPLAY_PAGE = 500
+
+
+class ConversationService:
+    """Use as ``async with ConversationService(store, lanes) as service:``."""
+
+    def __init__(
+        self,
+        store: EventStore,
+        lanes: Lanes,
+        *,
+        step_timeout_s: float = 300.0,
+        shutdown_grace_s: float = 10.0,
+        allowed_agents: Sequence[str] = (),
+        broker: EventBroker | None = None,
+    ) -> None:
+        self.store = store
+        self.lanes = lanes
+        self.step_timeout_s = step_timeout_s
+        self.shutdown_grace_s = shutdown_grace_s
+        self.allowed_agents = frozenset(allowed_agents)
+        self.broker = broker if broker is not None else EventBroker()
+        self._runs: dict[str, RunHandle] = {}
+        # Agents keep their state between the runs of a conversation.
+        self._agents: dict[str, Agent] = {}
+        self._tg: TaskGroup | None = None
+        self._admitting = False
+
+    # -- lifecycle -------------------------------------------------------------
+
+    async def __aenter__(self) -> Self:
+        recovered = await self.lanes.io.run_sync(self.store.recover_interrupted, RESTART_REASON)
+        for cid in recovered:
+            log.info("run %s paused: %s", cid, RESTART_REASON)
+        self._tg = anyio.create_task_group()
+        await self._tg.__aenter__()
+        self._tg.start_soon(self._watch_stuck_steps)
+        self._admitting = True
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool | None:
+        assert self._tg is not None
+        with anyio.CancelScope(shield=True):
+            await self._shutdown()
+        self._tg.cancel_scope.cancel()
+        return await self._tg.__aexit__(exc_type, exc, tb)
+
+    def drain(self) -> None:
+        """Begin shutting down: admit no new runs and end every event stream.
+
+        The server calls this as soon as it is asked to stop, because it waits for
+        open connections to close before the app's own shutdown runs, and a
+        stream would otherwise keep its connection open until forced closed.
+        """
+        self._admitting = False
+        self.broker.close_all()
+
+    async def _shutdown(self) -> None:
+        """Stop admitting, pause every run, wait up to the grace period, then leave
+        behind (marked paused in the store) any run whose step will not return."""
+        self.drain()
+        for handle in list(self._runs.values()):
+            handle.pause_requested = True
+            if not handle.admitted:
+                handle.scope.cancel()
+        with anyio.move_on_after(self.shutdown_grace_s):
+            for handle in list(self._runs.values()):
+                await handle.done.wait()
+        left_behind = [h for h in self._runs.values() if not h.done.is_set()]
+        for handle in left_behind:
+            handle.abandoned = True
+            if handle.thread_scope is not None:
+                handle.thread_scope.cancel()
+            await self._append(
+                handle.conversation_id,
+                [status_event("paused", "interrupted by shutdown")],
+                ConversationUpdate(status="paused"),
+            )
+
+    # -- conversations ---------------------------------------------------------
+
+    async def create(
+        self,
+        *,
+        agent: AgentSpec | None = None,
+        title: str = "",
+        max_steps: int = DEFAULT_MAX_STEPS,
+        initial_message: str | None = None,
+        run: bool | None = None,
+    ) -> Conversation:
+        spec = agent if agent is not None else AgentSpec()
+        instance = self._make_agent(spec)
+        now = utc_now()
+        record = ConversationRecord(
+            id=uuid.uuid4().hex,
+            title=title,
+            status="idle",
+            agent=spec,
+            max_steps=max_steps,
+            created_at=now,
+            updated_at=now,
+        )
+        events = [status_event("idle", "created")]
+        if initial_message is not None:
+            events.append(NewEvent("message", "user", {"text": initial_message}))
+        stored = await self.lanes.io.run_sync(self.store.create_conversation, record, events)
+        self._agents[record.id] = instance
+        self.broker.publish(record.id, stored)
+        if run if run is not None else initial_message is not None:
+            try:
+                return await self.run(record.id)
+            except LaneFull as exc:
+                raise RunNotAdmitted(exc, conversation=await self.get(record.id)) from exc
+        return self._view(record)
+
+    async def get(self, conversation_id: str) -> Conversation:
+        return self._view(await self._record(conversation_id))
+
+    async def list_conversations(
+        self, *, status: Status | None = None, limit: int = 50, cursor: str | None = None
+    ) -> tuple[list[Conversation], str | None]:
+        """Newest first, ``limit`` at a time; pass the returned cursor for the next page."""
+        records, next_cursor = await self.lanes.io.run_sync(
+            lambda: self.store.list_conversations(status=status, limit=limit, cursor=cursor)
+        )
+        return [self._view(r) for r in records], next_cursor
+
+    async def count_conversations(self, *, status: Status | None = None) -> int:
+        return await self.lanes.io.run_sync(lambda: self.store.count_conversations(status=status))
+
+    async def count_by_status(self) -> dict[Status, int]:
+        return await self.lanes.io.run_sync(self.store.count_by_status)
+
+    async def delete(self, conversation_id: str) -> None:
+        """Delete a conversation and its events; a run in flight is paused first
+        (a queued one leaves the queue, a running one stops at its next step)."""
+        handle = self._runs.get(conversation_id)
+        if handle is not None:
+            handle.deleted = True
+            handle.pause_requested = True
+            handle.scope.cancel()
+        if not await self.lanes.io.run_sync(self.store.delete_conversation, conversation_id):
+            raise NotFound(f"no conversation {conversation_id!r}")
+        self._agents.pop(conversation_id, None)
+        self.broker.close_conversation(conversation_id)
+
+    # -- runs ------------------------------------------------------------------
+
+    async def run(self, conversation_id: str) -> Conversation:
+        """Queue a run. Raises Conflict if one is queued or running, LaneFull (as
+        :class:`RunNotAdmitted`) if the run queue is full."""
+        record = await self._record(conversation_id)
+        if conversation_id in self._runs:
+            raise Conflict(f"conversation {conversation_id!r} already has a run in progress")
+        handle = await self._start_run(record)
+        if handle is None:
+            raise Conflict(f"conversation {conversation_id!r} already has a run in progress")
+        return self._view(await self._record(conversation_id))
+
+    async def _start_run(self, record: ConversationRecord) -> RunHandle | None:
+        if not self._admitting or self._tg is None:
+            raise ShuttingDown("the server is shutting down and admits no new runs")
+        cid = record.id
+        if cid in self._runs:
+            return None
+        handle = RunHandle(cid)
+        self._runs[cid] = handle
+        # On LaneFull the task's own cleanup forgets the handle again.
+        await self._tg.start(self._run_task, handle, record)
+        # Shielded so that a client going away cannot leave the run waiting for
+        # a "queued" event that will never be written.
+        with anyio.CancelScope(shield=True):
+            await self._append(cid, [status_event("queued")], ConversationUpdate(status="queued"))
+            handle.queued_written.set()
+        log.info("run %s queued", cid)
+        return handle
+
+    async def _run_task(
+        self,
+        handle: RunHandle,
+        record: ConversationRecord,
+        *,
+        task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
+    ) -> None:
+        cid = handle.conversation_id
+        lane = self.lanes.run
+        runner = Runner(
+            handle=handle,
+            record=record,
+            agent=self._agents.get(cid),
+            store=self.store,
+            tool_lane=self.lanes.tool,
+            publish=self.broker.publish,
+        )
+        try:
+            with handle.scope:
+                async with lane.hold(ticket=cid, on_enqueued=task_status.started):
+                    handle.admitted = True
+                    log.info("run %s started", cid)
+                    # Shielded: a run is never cancelled mid-step. Only shutdown past
+                    # its grace period cancels this scope, leaving the thread behind.
+                    with anyio.CancelScope(shield=True) as thread_scope:
+                        handle.thread_scope = thread_scope
+                        agent = await lane.to_thread(runner.execute, abandon_on_cancel=True)
+                        if agent is not None and not handle.deleted:
+                            self._agents[cid] = agent
+            if not handle.admitted and not handle.deleted and not handle.abandoned:
+                await self._write_queued_pause(handle)
+        finally:
+            with anyio.CancelScope(shield=True):
+                if handle.stuck:
+                    await handle.stuck_written.wait()
+            del self._runs[cid]
+            handle.done.set()
+            self._log_end(handle)
+        if handle.rerun and not handle.deleted and self._admitting:
+            await self._rerun(cid)
+
+    async def _write_queued_pause(self, handle: RunHandle) -> None:
+        await handle.queued_written.wait()
+        await self._append(
+            handle.conversation_id,
+            [status_event("paused", "paused while queued")],
+            ConversationUpdate(status="paused"),
+        )
+
+    async def _rerun(self, conversation_id: str) -> None:
+        try:
+            await self._start_run(await self._record(conversation_id))
+        except (LaneFull, NotFound, ShuttingDown) as exc:
+            log.warning("run %s not restarted for its new messages: %s", conversation_id, exc)
+
+    def _log_end(self, handle: RunHandle) -> None:
+        if handle.admitted:
+            log.info("run %s ended", handle.conversation_id)
+        else:
+            log.info("run %s left the queue", handle.conversation_id)
+
+    async def pause(self, conversation_id: str) -> Conversation:
+        """Pause a run: a queued one leaves the queue at once; a running one stops
+        at its next step boundary (``pause_requested`` until then)."""
+        record = await self._record(conversation_id)
+        handle = self._runs.get(conversation_id)
+        if handle is None:
+            return self._view(record)
+        handle.pause_requested = True
+        if not handle.admitted:
+            handle.scope.cancel()
+            await handle.done.wait()
+            record = await self._record(conversation_id)
+        return self._view(record)
+
+    async def send_message(
+        self, conversation_id: str, content: str, *, run: bool = True
+    ) -> tuple[Event, Conversation]:
+        """Store a user message and, with ``run``, make sure a run reads it: the run
+        in progress picks it up, or a new run is queued. If the run queue is full,
+        the message is kept and :class:`RunNotAdmitted` carries it."""
+        [event] = await self._append(
+            conversation_id, [NewEvent("message", "user", {"text": content})]
+        )
+        if run:
+            handle = self._runs.get(conversation_id)
+            if handle is not None and handle.accepting:
+                handle.messages_received += 1
+            elif handle is not None:
+                handle.rerun = True
+            else:
+                try:
+                    await self._start_run(await self._record(conversation_id))
+                except LaneFull as exc:
+                    conversation = await self.get(conversation_id)
+                    raise RunNotAdmitted(exc, event=event, conversation=conversation) from exc
+        return event, await self.get(conversation_id)
+
+    # -- events ----------------------------------------------------------------
+
+    async def search_events(
+        self,
+        conversation_id: str,
+        flt: EventFilter,
+        *,
+        order: Order = "asc",
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> tuple[list[Event], str | None]:
+        page, next_cursor = await self.lanes.io.run_sync(
+            lambda: self.store.search_events(
+                conversation_id, flt, order=order, limit=limit, cursor=cursor
+            )
+        )
+        if not page:
+            await self._record(conversation_id)
+        return page, next_cursor
+
+    async def count_events(self, conversation_id: str, flt: EventFilter) -> int:
+        count = await self.lanes.io.run_sync(self.store.count_events, conversation_id, flt)
+        if count == 0:
+            await self._record(conversation_id)
+        return count
+
+    async def get_event(self, conversation_id: str, seq: int) -> Event:
+        event = await self.lanes.io.run_sync(self.store.get_event, conversation_id, seq)
+        if event is None:
+            await self._record(conversation_id)
+            raise NotFound(f"conversation {conversation_id!r} has no event {seq}")
+        return event
+
+    async def subscribe(self, conversation_id: str, after_seq: int = 0) -> AsyncIterator[Event]:
+        """Events after ``after_seq``: first from the store, then live, with no gap
+        and no duplicate. A subscriber that falls behind resumes from the store.
+        Ends when the conversation is deleted or the service closes."""
+        await self._record(conversation_id)
+        # Subscribe before replaying, so nothing published during the replay is missed.
+        sub = self.broker.subscribe(conversation_id)
+        last = after_seq
+        try:
+            while True:
+                page = await self.lanes.io.run_sync(
+                    self.store.events_after, conversation_id, last, REPLAY_PAGE
+                )
+                for event in page:
+                    yield event
+                    last = event.seq
+                if len(page) == REPLAY_PAGE:
+                    continue
+                resync = False
+                while not resync:
+                    batch = await sub.next_batch()
+                    if batch is None:
+                        return
+                    # An empty batch means the subscriber lagged. A gap means two
+                    # threads published out of order. Either way the store has
+                    # every event, so the outer loop replays from it.
+                    resync = not batch
+                    for event in batch:
+                        if event.seq <= last:
+                            continue
+                        if event.seq != last + 1:
+                            resync = True
+                            break
+                        yield event
+                        last = event.seq
+        finally:
+            self.broker.unsubscribe(sub)
+
+    # -- helpers ---------------------------------------------------------------
+
+    def _make_agent(self, spec: AgentSpec) -> Agent:
+        if ":" in spec.kind and spec.kind not in self.allowed_agents:
+            raise InvalidRequest(
+                f"agent {spec.kind!r} is not enabled on this server (start it with --agent)"
+            )
+        try:
+            resolve_factory(spec.kind)
+            return make_agent(spec)
+        except AgentConfigError as exc:
+            raise InvalidRequest(str(exc)) from exc
+
+    async def _record(self, conversation_id: str) -> ConversationRecord:
+        record = await self.lanes.io.run_sync(self.store.get_conversation, conversation_id)
+        if record is None:
+            raise NotFound(f"no conversation {conversation_id!r}")
+        return record
+
+    async def _append(
+        self,
+        conversation_id: str,
+        events: Sequence[NewEvent],
+        update: ConversationUpdate | None = None,
+    ) -> list[Event]:
+        stored = await self.lanes.io.run_sync(self.store.append, conversation_id, events, update)
+        self.broker.publish(conversation_id, stored)
+        return stored
+
+    def _view(self, record: ConversationRecord) -> Conversation:
+        handle = self._runs.get(record.id)
+        position = None
+        if handle is not None and not handle.admitted:
+            position = self.lanes.run.position(record.id)
+        return Conversation(
+            id=record.id,
+            title=record.title,
+            status=record.status,
+            agent=record.agent,
+            max_steps=record.max_steps,
+            created_at=record.created_at,
+            updated_at=record.updated_at,
+            steps_done=record.steps_done,
+            queue_position=position,
+            pause_requested=handle.pause_requested if handle is not None else False,
+            last_error=record.last_error,
+        )
+
+    async def _watch_stuck_steps(self) -> None:
+        interval = min(1.0, self.step_timeout_s / 4)
+        while True:
+            await anyio.sleep(interval)
+            for handle in list(self._runs.values()):
+                step = handle.check_stuck(self.step_timeout_s)
+                if step is not None and self._tg is not None:
+                    self._tg.start_soon(self._mark_stuck, handle, step)
+
+    async def _mark_stuck(self, handle: RunHandle, step: int) -> None:
+        reason = f"step {step} has run longer than step_timeout_s ({self.step_timeout_s:g} s)"
+        log.warning("run %s stuck: %s", handle.conversation_id, reason)
+        try:
+            with anyio.CancelScope(shield=True):
+                await self._append(
+                    handle.conversation_id,
+                    [status_event("stuck", reason)],
+                    ConversationUpdate(status="stuck"),
+                )
+        except NotFound:
+            pass
+        finally:
+            handle.stuck_written.set()

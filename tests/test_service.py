@@ -1,0 +1,425 @@
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+
+from laneway.broker import EventBroker
+from laneway.errors import Conflict, InvalidRequest, NotFound, RunNotAdmitted
+from laneway.lanes import Lanes, LanesConfig
+from laneway.models import AgentSpec, ConversationUpdate, Event, EventFilter, Status
+from laneway.runner import status_event
+from laneway.service import RESTART_REASON, ConversationService
+from laneway.store import SQLiteEventStore
+from tests import agents
+
+pytestmark = pytest.mark.anyio
+
+GUARD_S = 15  # only a guard against hangs
+
+
+@asynccontextmanager
+async def open_service(
+    db: str = ":memory:", broker: EventBroker | None = None, **kwargs: Any
+) -> AsyncIterator[ConversationService]:
+    lane_keys = {k: kwargs.pop(k) for k in list(kwargs) if k in LanesConfig.__struct_fields__}
+    lanes = Lanes.create(LanesConfig(**lane_keys))
+    store = SQLiteEventStore(db)
+    try:
+        service = ConversationService(
+            store, lanes, allowed_agents=agents.ALLOWED, broker=broker, **kwargs
+        )
+        with anyio.fail_after(GUARD_S):
+            async with service:
+                yield service
+    finally:
+        store.close()
+
+
+def gate_spec() -> tuple[AgentSpec, Any]:
+    name = uuid.uuid4().hex
+    return AgentSpec("tests.agents:make_gate", {"gate": name}), agents.gate(name)
+
+
+async def wait_status(service: ConversationService, cid: str, *statuses: Status) -> None:
+    with anyio.fail_after(GUARD_S):
+        while (await service.get(cid)).status not in statuses:
+            await anyio.sleep(0.005)
+
+
+async def wait_idle_lane(service: ConversationService) -> None:
+    with anyio.fail_after(GUARD_S):
+        while service.lanes.run.running or service._runs:
+            await anyio.sleep(0.005)
+
+
+async def all_events(service: ConversationService, cid: str) -> list[Event]:
+    events, _ = await service.search_events(cid, EventFilter(), limit=500)
+    return events
+
+
+def statuses(events: list[Event]) -> list[str]:
+    return [e.data["status"] for e in events if e.kind == "status"]
+
+
+async def test_echo_answers_and_finishes() -> None:
+    async with open_service() as service:
+        conv = await service.create(title="hi", initial_message="hello there")
+        assert conv.status in ("queued", "running")
+        await wait_status(service, conv.id, "finished")
+        events = await all_events(service, conv.id)
+        assert [e.seq for e in events] == list(range(1, len(events) + 1))
+        assert statuses(events) == ["idle", "queued", "running", "finished"]
+        messages = [(e.source, e.data["text"]) for e in events if e.kind == "message"]
+        assert messages == [("user", "hello there"), ("agent", "hello there")]
+        done = await service.get(conv.id)
+        assert done.steps_done == 1
+        assert done.queue_position is None
+        assert done.pause_requested is False
+
+
+async def test_create_without_message_stays_idle_and_validates_agent() -> None:
+    async with open_service() as service:
+        conv = await service.create()
+        assert conv.status == "idle"
+        assert conv.agent == AgentSpec("echo", {})
+        with pytest.raises(InvalidRequest, match="unknown agent kind"):
+            await service.create(agent=AgentSpec("nope"))
+        with pytest.raises(InvalidRequest, match="not enabled"):
+            await service.create(agent=AgentSpec("os:system"))
+        with pytest.raises(InvalidRequest, match="sim config"):
+            await service.create(agent=AgentSpec("sim", {"steps": "many"}))
+
+
+async def test_queue_position_is_live_and_pause_removes_queued_run() -> None:
+    async with open_service(run_size=1) as service:
+        spec, gate = gate_spec()
+        try:
+            a = await service.create(agent=spec, initial_message="a")
+            await wait_status(service, a.id, "running")
+            b = await service.create(initial_message="b")
+            c = await service.create(initial_message="c")
+            assert (await service.get(b.id)).queue_position == 1
+            assert (await service.get(c.id)).status == "queued"
+            assert (await service.get(c.id)).queue_position == 2
+
+            paused = await service.pause(b.id)
+            assert paused.status == "paused"
+            assert paused.queue_position is None
+            assert (await service.get(c.id)).queue_position == 1
+            assert service.lanes.run.snapshot().cancelled_waiting == 1
+            assert statuses(await all_events(service, b.id)) == ["idle", "queued", "paused"]
+        finally:
+            gate.set()
+        await wait_status(service, c.id, "finished")
+        # The paused conversation runs again when asked, and reads its message.
+        await service.run(b.id)
+        await wait_status(service, b.id, "finished")
+        texts = [e.data["text"] for e in await all_events(service, b.id) if e.kind == "message"]
+        assert texts == ["b", "b"]
+
+
+async def test_pause_running_run_takes_effect_at_step_boundary() -> None:
+    async with open_service() as service:
+        conv = await service.create(
+            agent=AgentSpec("sim", {"steps": 1000, "think_ms": 2}), initial_message="go"
+        )
+        await wait_status(service, conv.id, "running")
+        paused = await service.pause(conv.id)
+        assert paused.pause_requested is True or paused.status == "paused"
+        await wait_status(service, conv.id, "paused")
+        after = await service.get(conv.id)
+        assert after.pause_requested is False
+        assert 0 < after.steps_done < 1000
+        assert service.lanes.run.running == 0
+
+
+async def test_double_run_is_a_conflict() -> None:
+    async with open_service(run_size=1) as service:
+        spec, gate = gate_spec()
+        try:
+            a = await service.create(agent=spec, initial_message="a")
+            await wait_status(service, a.id, "running")
+            with pytest.raises(Conflict):
+                await service.run(a.id)
+            b = await service.create(initial_message="b")
+            assert (await service.get(b.id)).status == "queued"
+            with pytest.raises(Conflict):
+                await service.run(b.id)
+        finally:
+            gate.set()
+        await wait_status(service, b.id, "finished")
+
+
+async def test_message_sent_during_a_run_is_picked_up_by_that_run() -> None:
+    async with open_service() as service:
+        spec, gate = gate_spec()
+        conv = await service.create(agent=spec, initial_message="first")
+        try:
+            with anyio.fail_after(GUARD_S):
+                await anyio.to_thread.run_sync(agents.gate(spec.config["gate"] + ":entered").wait)
+            event, view = await service.send_message(conv.id, "second", run=True)
+            assert event.data == {"text": "second"}
+            assert view.status == "running"
+        finally:
+            gate.set()
+        await wait_status(service, conv.id, "finished")
+        events = await all_events(service, conv.id)
+        # One run, which answered both messages.
+        assert statuses(events).count("running") == 1
+        replies = [e.data["text"] for e in events if e.kind == "message" and e.source == "agent"]
+        assert replies == ["first", "second"]
+
+
+async def test_message_without_run_is_kept_for_the_next_run() -> None:
+    async with open_service() as service:
+        conv = await service.create()
+        await service.send_message(conv.id, "later", run=False)
+        assert (await service.get(conv.id)).status == "idle"
+        await service.run(conv.id)
+        await wait_status(service, conv.id, "finished")
+        replies = [
+            e.data["text"] for e in await all_events(service, conv.id) if e.source == "agent"
+        ]
+        assert replies == ["later"]
+
+
+async def test_full_run_queue_rejects_but_keeps_the_message() -> None:
+    async with open_service(run_size=1, run_max_waiting=1) as service:
+        spec, gate = gate_spec()
+        try:
+            a = await service.create(agent=spec, initial_message="a")
+            await wait_status(service, a.id, "running")
+            await service.create(initial_message="b")  # takes the only queue slot
+            c = await service.create()
+            with pytest.raises(RunNotAdmitted) as info:
+                await service.send_message(c.id, "kept", run=True)
+            assert info.value.retry_after > 0
+            assert info.value.event is not None
+            assert info.value.event.data == {"text": "kept"}
+            assert (await service.get(c.id)).status == "idle"
+            assert await service.count_events(c.id, EventFilter(kind="message")) == 1
+            with pytest.raises(RunNotAdmitted) as created:
+                await service.create(initial_message="also kept")
+            assert created.value.conversation is not None
+            assert created.value.conversation.status == "idle"
+            assert service.lanes.run.snapshot().rejected == 2
+        finally:
+            gate.set()
+
+
+async def test_parallel_tool_calls_complete_with_lane_sizes_of_one() -> None:
+    async with open_service(run_size=1, tool_size=1) as service:
+        conv = await service.create(
+            agent=AgentSpec("sim", {"steps": 3, "tools_per_step": 4, "tool_ms": 1}),
+            initial_message="go",
+        )
+        await wait_status(service, conv.id, "finished")
+        events = await all_events(service, conv.id)
+        results = [e.data for e in events if e.kind == "tool_result"]
+        assert len(results) == 12
+        assert [r["call_id"] for r in results[:4]] == ["s1t0", "s1t1", "s1t2", "s1t3"]
+        assert all(r["output"] == {"slept_ms": 1} for r in results)
+        assert service.lanes.tool.snapshot().completed == 12
+
+
+async def test_tool_calls_run_in_parallel_and_results_keep_call_order() -> None:
+    key = uuid.uuid4().hex
+    async with open_service(tool_size=4) as service:
+        spec = AgentSpec("tests.agents:make_parallel", {"n": 4, "key": key, "meet": 4})
+        conv = await service.create(agent=spec, initial_message="go")
+        await wait_status(service, conv.id, "finished", "error")
+        events = await all_events(service, conv.id)
+        assert statuses(events)[-1] == "finished"
+        assert agents.PEAKS[key] == 4
+        outputs = [e.data["output"] for e in events if e.kind == "tool_result"]
+        assert outputs == [0, 10, 20, 30]
+
+
+async def test_agent_exception_ends_in_error_with_token_back() -> None:
+    async with open_service(run_size=1) as service:
+        conv = await service.create(
+            agent=AgentSpec("sim", {"steps": 5, "fail_at_step": 2}), initial_message="go"
+        )
+        await wait_status(service, conv.id, "error")
+        await wait_idle_lane(service)
+        view = await service.get(conv.id)
+        assert view.last_error == "RuntimeError: sim failed at step 2 as configured"
+        errors = [e.data for e in await all_events(service, conv.id) if e.kind == "error"]
+        assert errors == [{"type": "RuntimeError", "message": "sim failed at step 2 as configured"}]
+        snap = service.lanes.run.snapshot()
+        assert snap.running == 0
+        assert snap.admitted == snap.completed + snap.failed
+        # The token is back: another run gets it.
+        other = await service.create(initial_message="next")
+        await wait_status(service, other.id, "finished")
+
+
+async def test_step_over_timeout_is_marked_stuck_and_run_ends_when_it_returns() -> None:
+    async with open_service(step_timeout_s=0.1) as service:
+        spec, gate = gate_spec()
+        try:
+            conv = await service.create(agent=spec, initial_message="slow")
+            await wait_status(service, conv.id, "stuck")
+            with pytest.raises(Conflict):
+                await service.run(conv.id)
+        finally:
+            gate.set()
+        await wait_idle_lane(service)
+        events = await all_events(service, conv.id)
+        assert statuses(events) == ["idle", "queued", "running", "stuck"]
+        stuck = [e for e in events if e.kind == "status" and e.data["status"] == "stuck"]
+        assert "step_timeout_s" in stuck[0].data["reason"]
+        # The step's own output is still recorded when it finally returns.
+        assert any(e.source == "agent" and e.data["text"] == "slow" for e in events)
+        assert (await service.get(conv.id)).status == "stuck"
+
+
+async def test_restart_recovery_with_a_file_database(tmp_path: Path) -> None:
+    db = str(tmp_path / "laneway.db")
+    async with open_service(db) as service:
+        conv = await service.create(initial_message="before")
+        await wait_status(service, conv.id, "finished")
+        before = await all_events(service, conv.id)
+    # A crash leaves the conversation marked running in the store.
+    store = SQLiteEventStore(db)
+    store.append(conv.id, [status_event("running")], ConversationUpdate(status="running"))
+    store.close()
+    async with open_service(db) as service:
+        view = await service.get(conv.id)
+        assert view.status == "paused"
+        events = await all_events(service, conv.id)
+        assert events[: len(before)] == before
+        assert events[-1].data == {"status": "paused", "reason": RESTART_REASON}
+        await service.send_message(conv.id, "after", run=True)
+        await wait_status(service, conv.id, "finished")
+        replies = [
+            e.data["text"] for e in await all_events(service, conv.id) if e.source == "agent"
+        ]
+        assert replies == ["before", "after"]
+
+
+async def test_subscription_is_gap_free_across_the_replay_to_live_seam() -> None:
+    async with open_service() as service:
+        conv = await service.create(
+            agent=AgentSpec("sim", {"steps": 200, "tools_per_step": 1}), initial_message="go"
+        )
+        seen: list[int] = []
+        with anyio.fail_after(GUARD_S):
+            async for event in service.subscribe(conv.id, after_seq=0):
+                seen.append(event.seq)
+                if event.kind == "status" and event.data["status"] == "finished":
+                    break
+        assert seen == list(range(1, len(seen) + 1))
+        total = await service.count_events(conv.id, EventFilter())
+        assert len(seen) == total
+        tail: list[int] = []
+        async for event in service.subscribe(conv.id, after_seq=total - 3):
+            tail.append(event.seq)
+            if len(tail) == 3:
+                break
+        assert tail == [total - 2, total - 1, total]
+
+
+async def test_slow_subscriber_does_not_slow_the_run_and_catches_up() -> None:
+    async with open_service(broker=EventBroker(buffer_size=4)) as service:
+        conv = await service.create(
+            agent=AgentSpec("sim", {"steps": 100, "tools_per_step": 2}), initial_message="go"
+        )
+        stream = service.subscribe(conv.id, after_seq=0)
+        first = await anext(stream)  # subscribed, then stalls while the run goes on
+        await wait_status(service, conv.id, "finished")
+        seen = [first.seq]
+        total = await service.count_events(conv.id, EventFilter())
+        with anyio.fail_after(GUARD_S):
+            async for event in stream:
+                seen.append(event.seq)
+                if event.seq == total:
+                    break
+        assert seen == list(range(1, total + 1))
+
+
+async def test_list_count_and_delete() -> None:
+    async with open_service() as service:
+        ids = [(await service.create(title=f"c{i}")).id for i in range(5)]
+        page, cursor = await service.list_conversations(limit=2)
+        assert [c.id for c in page] == ids[::-1][:2]
+        rest: list[str] = []
+        while cursor is not None:
+            more, cursor = await service.list_conversations(limit=2, cursor=cursor)
+            rest += [c.id for c in more]
+        assert rest == ids[::-1][2:]
+        assert await service.count_conversations() == 5
+        assert await service.count_conversations(status="idle") == 5
+        assert await service.count_conversations(status="finished") == 0
+        await service.delete(ids[0])
+        with pytest.raises(NotFound):
+            await service.get(ids[0])
+        with pytest.raises(NotFound):
+            await service.delete(ids[0])
+        with pytest.raises(NotFound):
+            await service.search_events(ids[0], EventFilter())
+        assert await service.count_conversations() == 4
+        assert (await service.count_by_status())["idle"] == 4
+
+
+async def test_delete_pauses_a_run_in_flight() -> None:
+    async with open_service(run_size=1) as service:
+        spec, gate = gate_spec()
+        try:
+            a = await service.create(agent=spec, initial_message="a")
+            await wait_status(service, a.id, "running")
+            b = await service.create(initial_message="b")
+            await service.delete(b.id)  # queued: leaves the queue
+            assert service.lanes.run.waiting == 0
+            await service.delete(a.id)  # running: stops at its step boundary
+        finally:
+            gate.set()
+        await wait_idle_lane(service)
+        assert await service.count_conversations() == 0
+
+
+async def test_close_pauses_runs_and_leaves_store_consistent(tmp_path: Path) -> None:
+    db = str(tmp_path / "laneway.db")
+    spec, gate = gate_spec()
+    try:
+        async with open_service(db, run_size=1, shutdown_grace_s=0.2) as service:
+            a = await service.create(agent=spec, initial_message="a")
+            await wait_status(service, a.id, "running")
+            b = await service.create(initial_message="b")
+            long_run = await service.create(
+                agent=AgentSpec("sim", {"steps": 10_000, "think_ms": 1})
+            )
+            del long_run
+    finally:
+        gate.set()
+    store = SQLiteEventStore(db)
+    try:
+        assert store.get_conversation(a.id).status == "paused"  # type: ignore[union-attr]
+        assert store.get_conversation(b.id).status == "paused"  # type: ignore[union-attr]
+        assert store.count_by_status()["running"] == 0
+        assert store.count_by_status()["queued"] == 0
+    finally:
+        store.close()
+
+
+async def test_unknown_conversation_is_not_found() -> None:
+    async with open_service() as service:
+        for call in (
+            service.get("nope"),
+            service.run("nope"),
+            service.pause("nope"),
+            service.send_message("nope", "x"),
+            service.get_event("nope", 1),
+            service.count_events("nope", EventFilter()),
+        ):
+            with pytest.raises(NotFound):
+                await call
+        conv = await service.create()
+        with pytest.raises(NotFound):
+            await service.get_event(conv.id, 99)
