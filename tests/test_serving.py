@@ -10,9 +10,7 @@ from tests.serverproc import running_server
 
 @pytest.mark.parametrize("backend", ["asyncio", "trio"])
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
-def test_serve_answers_health_and_stops_on_signal(
-    backend: str, sig: int, tmp_path: object
-) -> None:
+def test_serve_answers_health_and_stops_on_signal(backend: str, sig: int, tmp_path: object) -> None:
     with running_server(backend, ["--db", f"{tmp_path}/laneway.db"]) as server:
         response = httpx.get(server.base_url + "/health")
         assert response.status_code == 200

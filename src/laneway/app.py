@@ -1,34 +1,39 @@
-"""The Starlette application and its lifespan."""
+"""The Starlette application: routes, auth, error handling, and the lifespan that
+owns the lanes, the store and the conversation service."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-import msgspec
 from starlette.applications import Starlette
-from starlette.requests import Request
-from starlette.responses import Response
-from starlette.routing import Route
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 
+import laneway
+from laneway.api.auth import ApiKeyMiddleware
+from laneway.api.encoding import encode
+from laneway.api.errors import handle_exception, handle_http_exception
+from laneway.api.exceptions import ApiError
+from laneway.api.openapi import build_document
+from laneway.api.routes import OPERATIONS, build_routes
 from laneway.config import Settings
-from laneway.lanes import Lanes
+from laneway.errors import Conflict, InvalidRequest, NotFound, ShuttingDown
+from laneway.lanes import LaneFull, Lanes
+from laneway.models import InvalidCursor
+from laneway.service import ConversationService
+from laneway.store import SQLiteEventStore
 
-_encoder = msgspec.json.Encoder()
-
-
-def json_response(body: object, status_code: int = 200) -> Response:
-    return Response(_encoder.encode(body), status_code, media_type="application/json")
-
-
-async def health(request: Request) -> Response:
-    return json_response({"status": "ok"})
-
-
-async def ready(request: Request) -> Response:
-    if getattr(request.app.state, "lanes", None) is None:
-        return json_response({"status": "starting"}, 503)
-    return json_response({"status": "ready"})
+# Exceptions with a defined answer; anything else is a 500 (and a bug).
+_MAPPED: tuple[type[Exception], ...] = (
+    ApiError,
+    NotFound,
+    Conflict,
+    InvalidRequest,
+    InvalidCursor,
+    ShuttingDown,
+    LaneFull,
+)
 
 
 def create_app(settings: Settings | None = None) -> Starlette:
@@ -37,16 +42,38 @@ def create_app(settings: Settings | None = None) -> Starlette:
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         # Limiters belong to the running backend, so they are made here.
-        app.state.lanes = Lanes.create(config.lanes())
+        lanes = Lanes.create(config.lanes())
+        store = await lanes.io.run_sync(SQLiteEventStore, config.db)
         try:
-            yield
+            async with ConversationService(
+                store,
+                lanes,
+                step_timeout_s=config.step_timeout_s,
+                shutdown_grace_s=config.shutdown_grace_s,
+                allowed_agents=config.agents,
+            ) as service:
+                app.state.service = service
+                try:
+                    yield
+                finally:
+                    app.state.service = None
         finally:
-            app.state.lanes = None
+            store.close()
 
+    document = build_document(OPERATIONS, title="laneway", version=laneway.__version__)
+    handlers = dict.fromkeys(_MAPPED, handle_exception)
     app = Starlette(
-        routes=[Route("/health", health), Route("/ready", ready)],
+        routes=build_routes(encode(document)),
+        middleware=[
+            Middleware(ApiKeyMiddleware, keys=config.api_keys, protect_metrics=config.metrics_auth)
+        ],
+        exception_handlers={
+            **handlers,
+            HTTPException: handle_http_exception,
+            Exception: handle_exception,
+        },
         lifespan=lifespan,
     )
     app.state.settings = config
-    app.state.lanes = None
+    app.state.service = None
     return app

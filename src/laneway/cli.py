@@ -25,7 +25,7 @@ _LOOPBACK = ("127.", "::1", "localhost")
 def _help(field: str, text: str) -> str:
     default = getattr(DEFAULTS, field)
     shown = ",".join(default) if isinstance(default, list) else default
-    env = "LANEWAY_API_KEYS, comma-separated" if field == "api_keys" else env_name(field)
+    env = env_name(field) + (", comma-separated" if isinstance(default, list) else "")
     return f"{text} (default: {shown or 'none'}; env {env})"
 
 

@@ -2,8 +2,9 @@
 
 Precedence, highest first: command-line flags, environment, the TOML file given
 with ``--config``, then the defaults below. Every setting has a flag
-``--name-with-dashes`` and a variable ``LANEWAY_NAME``; the one exception is
-``api_keys``, whose variable ``LANEWAY_API_KEYS`` is comma-separated.
+``--name-with-dashes`` and a variable ``LANEWAY_NAME``. The list settings are
+repeatable flags (``--api-key``, ``--agent``) whose variables
+(``LANEWAY_API_KEYS``, ``LANEWAY_AGENTS``) are comma-separated.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ Port = Annotated[int, msgspec.Meta(ge=0, le=65535)]
 Seconds = Annotated[float, msgspec.Meta(gt=0)]
 
 ENV_PREFIX = "LANEWAY_"
+_LIST_FIELDS = ("api_keys", "agents")
 
 
 class ConfigError(ValueError):
@@ -49,6 +51,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     shutdown_grace_s: Annotated[float, msgspec.Meta(ge=0)] = 10.0
     max_body_bytes: Positive = 1024 * 1024
     api_keys: list[str] = msgspec.field(default_factory=list)
+    # Third-party agents ("package.module:factory") clients may name; built-ins
+    # are always available. An allowlist, because naming one imports code.
+    agents: list[str] = msgspec.field(default_factory=list)
     metrics_auth: bool = False
     log_level: LogLevel = "info"
 
@@ -78,7 +83,7 @@ def _from_env(environ: Mapping[str, str]) -> dict[str, Any]:
         raw = environ.get(env_name(field))
         if raw is None:
             continue
-        if field == "api_keys":
+        if field in _LIST_FIELDS:
             found[field] = [key.strip() for key in raw.split(",") if key.strip()]
         else:
             found[field] = raw

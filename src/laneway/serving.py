@@ -7,6 +7,8 @@ shutdown before the process exits.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import signal
 from typing import Any, cast
@@ -16,6 +18,12 @@ from laneway.config import Settings
 
 # uvicorn's exit status when the lifespan startup fails.
 STARTUP_FAILED = 3
+
+
+def _drain(app: Any) -> None:
+    service = getattr(app.state, "service", None)
+    if service is not None:
+        service.drain()
 
 
 def serve(settings: Settings) -> int:
@@ -57,6 +65,10 @@ def _uvicorn_server_class() -> Any:
             # clean shutdown it exits 0, as it does under hypercorn.
             super().handle_exit(sig, frame)
             self._captured_signals.clear()
+            # A signal handler may interrupt the loop anywhere; drain from the
+            # loop itself, on its next turn.
+            with contextlib.suppress(RuntimeError):  # no loop: nothing to drain
+                asyncio.get_running_loop().call_soon_threadsafe(_drain, self.config.app)
 
     return UvicornServer
 
@@ -83,6 +95,7 @@ async def _serve_hypercorn(app: Any, settings: Settings) -> int:
     async def watch_signals() -> None:
         with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
             async for _ in signals:
+                _drain(app)
                 stop.set()
                 return
 

@@ -1,0 +1,62 @@
+"""API-key authentication as plain ASGI middleware, for HTTP and WebSocket alike."""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import Sequence
+
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from laneway.api.errors import error_response
+from laneway.api.exceptions import ApiError
+
+
+class ApiKeyMiddleware:
+    """Requires ``X-Session-API-Key: <key>`` or ``Authorization: Bearer <key>`` on
+    /api (streams included) and, if configured, on /metrics. No keys: no checks."""
+
+    def __init__(self, app: ASGIApp, keys: Sequence[str], *, protect_metrics: bool) -> None:
+        self.app = app
+        self.keys = [key.encode() for key in keys]
+        self.protect_metrics = protect_metrics
+
+    def _protected(self, path: str) -> bool:
+        if path == "/api" or path.startswith("/api/"):
+            return True
+        return self.protect_metrics and path == "/metrics"
+
+    def _valid(self, scope: Scope) -> bool:
+        offered: bytes | None = None
+        for name, value in scope["headers"]:
+            if name == b"x-session-api-key":
+                offered = value.strip()
+            elif name == b"authorization" and offered is None:
+                scheme, _, token = value.partition(b" ")
+                if scheme.lower() == b"bearer":
+                    offered = token.strip()
+        if not offered:
+            return False
+        # Compare against every key, so the time taken says nothing about which
+        # key, or how much of one, matched.
+        matched = False
+        for key in self.keys:
+            matched |= hmac.compare_digest(offered, key)
+        return matched
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if (
+            scope["type"] not in ("http", "websocket")
+            or not self.keys
+            or not self._protected(scope["path"])
+            or self._valid(scope)
+        ):
+            await self.app(scope, receive, send)
+            return
+        if scope["type"] == "websocket":
+            # Closing before accepting makes the server answer the upgrade with 403.
+            await send({"type": "websocket.close", "code": 1008, "reason": "missing or wrong key"})
+            return
+        response = error_response(
+            ApiError(401, "missing or wrong API key: send X-Session-API-Key or a Bearer token")
+        )
+        await response(scope, receive, send)

@@ -1,0 +1,70 @@
+"""Conversation routes: create, list, count, get, delete, messages, run, pause."""
+
+from __future__ import annotations
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from laneway.api.encoding import decode_body, decode_query, json_response
+from laneway.api.routing import service_of, settings_of
+from laneway.api.schemas import (
+    ConversationPage,
+    Count,
+    CountQuery,
+    CreateConversation,
+    ListQuery,
+    MessageAccepted,
+    SendMessage,
+)
+
+
+async def create_conversation(request: Request) -> Response:
+    body = await decode_body(request, CreateConversation, settings_of(request).max_body_bytes)
+    conversation = await service_of(request).create(
+        agent=body.agent,
+        title=body.title,
+        max_steps=body.max_steps,
+        initial_message=body.initial_message,
+        run=body.run,
+    )
+    return json_response(
+        conversation, 201, headers={"Location": f"/api/conversations/{conversation.id}"}
+    )
+
+
+async def list_conversations(request: Request) -> Response:
+    query = decode_query(request, ListQuery)
+    items, next_cursor = await service_of(request).list_conversations(
+        status=query.status, limit=query.limit, cursor=query.cursor
+    )
+    return json_response(ConversationPage(items, next_cursor))
+
+
+async def count_conversations(request: Request) -> Response:
+    query = decode_query(request, CountQuery)
+    return json_response(Count(await service_of(request).count_conversations(status=query.status)))
+
+
+async def get_conversation(request: Request) -> Response:
+    return json_response(await service_of(request).get(request.path_params["id"]))
+
+
+async def delete_conversation(request: Request) -> Response:
+    await service_of(request).delete(request.path_params["id"])
+    return Response(status_code=204)
+
+
+async def send_message(request: Request) -> Response:
+    body = await decode_body(request, SendMessage, settings_of(request).max_body_bytes)
+    event, conversation = await service_of(request).send_message(
+        request.path_params["id"], body.content, run=body.run
+    )
+    return json_response(MessageAccepted(event, conversation), 202)
+
+
+async def run_conversation(request: Request) -> Response:
+    return json_response(await service_of(request).run(request.path_params["id"]), 202)
+
+
+async def pause_conversation(request: Request) -> Response:
+    return json_response(await service_of(request).pause(request.path_params["id"]))

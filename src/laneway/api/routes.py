@@ -1,0 +1,100 @@
+"""Every HTTP route of laneway, declared once (see :class:`Operation`)."""
+
+from __future__ import annotations
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Route, WebSocketRoute
+
+from laneway.api import conversations as conv
+from laneway.api import events as ev
+from laneway.api import operations as ops
+from laneway.api.routing import Operation
+from laneway.api.schemas import (
+    ConversationPage,
+    Count,
+    CountQuery,
+    CreateConversation,
+    EventCountQuery,
+    EventPage,
+    EventQuery,
+    Health,
+    LanesView,
+    ListQuery,
+    MessageAccepted,
+    ResizeLane,
+    SendMessage,
+    StreamQuery,
+)
+from laneway.lanes import LaneSnapshot
+from laneway.models import Conversation, Event
+
+C = "/api/conversations"
+CID = C + "/{id}"
+
+OPERATIONS: list[Operation] = [
+    Operation("GET", "/health", ops.health, "Liveness", "operations", {200: Health}, auth=False),
+    Operation("GET", "/ready", ops.ready, "Readiness", "operations", {200: Health, 503: Health},
+              auth=False),
+    Operation(
+        "POST", C, conv.create_conversation, "Create a conversation", "conversations",
+        {201: Conversation, 429: None}, body=CreateConversation,
+    ),
+    Operation(
+        "GET", C, conv.list_conversations, "List conversations, newest first", "conversations",
+        {200: ConversationPage}, query=ListQuery,
+    ),
+    Operation(
+        "GET", C + "/count", conv.count_conversations, "Count conversations", "conversations",
+        {200: Count}, query=CountQuery,
+    ),
+    Operation("GET", CID, conv.get_conversation, "Get a conversation", "conversations",
+              {200: Conversation, 404: None}),
+    Operation("DELETE", CID, conv.delete_conversation, "Delete a conversation", "conversations",
+              {204: None, 404: None}),
+    Operation(
+        "POST", CID + "/messages", conv.send_message, "Send a message", "conversations",
+        {202: MessageAccepted, 404: None, 429: None}, body=SendMessage,
+    ),
+    Operation("POST", CID + "/run", conv.run_conversation, "Run a conversation", "conversations",
+              {202: Conversation, 404: None, 409: None, 429: None}),
+    Operation("POST", CID + "/pause", conv.pause_conversation, "Pause a run", "conversations",
+              {200: Conversation, 404: None}),
+    Operation(
+        "GET", CID + "/events", ev.search_events, "Search events", "events",
+        {200: EventPage, 404: None}, query=EventQuery,
+    ),
+    Operation(
+        "GET", CID + "/events/count", ev.count_events, "Count events", "events",
+        {200: Count, 404: None}, query=EventCountQuery,
+    ),
+    Operation(
+        "GET", CID + "/events/stream", ev.stream_events_sse,
+        "Stream events (Server-Sent Events; the same path upgrades to a WebSocket)", "events",
+        {200: None, 404: None}, query=StreamQuery, produces=("text/event-stream",),
+    ),
+    Operation("GET", CID + "/events/{seq:int}", ev.get_event, "Get one event", "events",
+              {200: Event, 404: None}),
+    Operation("GET", "/api/lanes", ops.get_lanes, "Lane snapshots", "lanes", {200: LanesView}),
+    Operation(
+        "PUT", "/api/lanes/{name}", ops.resize_lane, "Resize a lane live", "lanes",
+        {200: LaneSnapshot, 404: None}, body=ResizeLane,
+    ),
+    Operation(
+        "GET", "/metrics", ops.get_metrics, "Prometheus metrics", "operations", {200: None},
+        auth=False, produces=("text/plain",),
+    ),
+]  # fmt: skip
+
+
+def build_routes(openapi_document: bytes) -> list[BaseRoute]:
+    async def openapi(request: Request) -> Response:
+        return Response(openapi_document, media_type="application/json")
+
+    routes: list[BaseRoute] = [
+        Route(op.path, op.endpoint, methods=[op.method], include_in_schema=False)
+        for op in OPERATIONS
+    ]
+    routes.append(WebSocketRoute(CID + "/events/stream", ev.stream_events_ws))
+    routes.append(Route("/openapi.json", openapi, methods=["GET"], include_in_schema=False))
+    return routes

@@ -1,0 +1,115 @@
+"""Request and response bodies and query strings of the HTTP API, as msgspec types.
+
+The same types decode requests, encode responses and generate the OpenAPI schema.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import msgspec
+
+from laneway.lanes import LanesMode, LaneSnapshot
+from laneway.models import (
+    AgentSpec,
+    Conversation,
+    Event,
+    EventKind,
+    EventSource,
+    Limit,
+    Order,
+    Status,
+)
+
+Title = Annotated[str, msgspec.Meta(max_length=500)]
+MaxSteps = Annotated[int, msgspec.Meta(ge=1, le=100_000)]
+Seq = Annotated[int, msgspec.Meta(ge=0)]
+
+
+class CreateConversation(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    agent: AgentSpec | None = None
+    title: Title = ""
+    initial_message: str | None = None
+    # Defaults to true when initial_message is given.
+    run: bool | None = None
+    max_steps: MaxSteps = 50
+
+
+class SendMessage(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    content: str
+    run: bool = True
+
+
+class ResizeLane(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    size: Annotated[int, msgspec.Meta(ge=1, le=100_000)]
+
+
+class ListQuery(msgspec.Struct, frozen=True):
+    status: Status | None = None
+    limit: Limit = 50
+    cursor: str | None = None
+
+
+class CountQuery(msgspec.Struct, frozen=True):
+    status: Status | None = None
+
+
+class EventCountQuery(msgspec.Struct, frozen=True):
+    kind: EventKind | None = None
+    source: EventSource | None = None
+    text: str | None = None
+    after_seq: Seq | None = None
+    before_seq: Seq | None = None
+    since: str | None = None
+    until: str | None = None
+
+
+class EventQuery(EventCountQuery, frozen=True):
+    order: Order = "asc"
+    limit: Limit = 50
+    cursor: str | None = None
+
+
+class StreamQuery(msgspec.Struct, frozen=True):
+    after_seq: Seq = 0
+
+
+class ConversationPage(msgspec.Struct, frozen=True):
+    items: list[Conversation]
+    next_cursor: str | None
+
+
+class EventPage(msgspec.Struct, frozen=True):
+    items: list[Event]
+    next_cursor: str | None
+
+
+class Count(msgspec.Struct, frozen=True):
+    count: int
+
+
+class MessageAccepted(msgspec.Struct, frozen=True):
+    event: Event
+    conversation: Conversation
+
+
+class LanesView(msgspec.Struct, frozen=True):
+    mode: LanesMode
+    lanes: dict[str, LaneSnapshot]
+
+
+class Health(msgspec.Struct, frozen=True):
+    status: str
+
+
+class ErrorDetail(msgspec.Struct, frozen=True, omit_defaults=True):
+    code: str
+    message: str
+    retry_after: float | None = None
+    event: Event | None = None
+    conversation: Conversation | None = None
+    detail: Any = None
+
+
+class ErrorBody(msgspec.Struct, frozen=True):
+    error: ErrorDetail
