@@ -1,0 +1,1 @@
+"""The HTTP face of laneway: routes, encoding, errors, auth, metrics and OpenAPI."""
