@@ -33,18 +33,6 @@ def format_timestamp(moment: datetime) -> str:
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-def parse_timestamp(text: str) -> str:
-    """Normalise a client's RFC 3339 timestamp to the stored form.
-
-    A timestamp without an offset is taken as UTC. Raises ValueError on anything
-    that is not a timestamp.
-    """
-    moment = datetime.fromisoformat(text.strip().replace("z", "Z"))
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return format_timestamp(moment)
-
-
 class AgentSpec(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """Which agent a conversation runs: a built-in kind or ``package.module:factory``."""
 
@@ -103,7 +91,7 @@ class EventFilter(msgspec.Struct, frozen=True, kw_only=True):
 
     ``text`` matches message text case-insensitively. ``after_seq`` and
     ``before_seq`` are exclusive bounds; ``since`` and ``until`` are inclusive
-    RFC 3339 bounds in the stored form (see :func:`parse_timestamp`).
+    RFC 3339 bounds in the stored form (see :func:`format_timestamp`).
     """
 
     kind: EventKind | None = None

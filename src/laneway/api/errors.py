@@ -75,4 +75,7 @@ async def handle_exception(request: Request, exc: Exception) -> Response:
 
 async def handle_http_exception(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
-    return error_response(ApiError(exc.status_code, exc.detail))
+    response = error_response(ApiError(exc.status_code, exc.detail))
+    # Starlette's own headers matter: a 405 carries Allow.
+    response.headers.update(exc.headers or {})
+    return response

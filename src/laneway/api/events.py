@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 
 import anyio
 from anyio.abc import ObjectSendStream
@@ -14,8 +15,15 @@ from laneway.api.encoding import convert, decode_query, encode, json_response
 from laneway.api.errors import to_api_error
 from laneway.api.exceptions import ApiError
 from laneway.api.routing import service_of
-from laneway.api.schemas import Count, EventCountQuery, EventPage, EventQuery, StreamQuery
-from laneway.models import Event, EventFilter, parse_timestamp
+from laneway.api.schemas import (
+    MAX_SEQ,
+    Count,
+    EventCountQuery,
+    EventPage,
+    EventQuery,
+    StreamQuery,
+)
+from laneway.models import Event, EventFilter, format_timestamp
 from laneway.service import ConversationService
 
 # A comment line this often keeps proxies from closing a quiet stream and lets
@@ -27,20 +35,22 @@ WS_NOT_FOUND = 4404
 WS_TRY_AGAIN = 1013
 
 
+def _stamp(moment: datetime | None) -> str | None:
+    if moment is None:
+        return None
+    # A timestamp without an offset is taken as UTC.
+    return format_timestamp(moment if moment.tzinfo else moment.replace(tzinfo=UTC))
+
+
 def _filter(query: EventCountQuery) -> EventFilter:
-    try:
-        since = None if query.since is None else parse_timestamp(query.since)
-        until = None if query.until is None else parse_timestamp(query.until)
-    except ValueError as exc:
-        raise ApiError(422, f"since/until must be RFC 3339 timestamps: {exc}") from exc
     return EventFilter(
         kind=query.kind,
         source=query.source,
         text=query.text,
         after_seq=query.after_seq,
         before_seq=query.before_seq,
-        since=since,
-        until=until,
+        since=_stamp(query.since),
+        until=_stamp(query.until),
     )
 
 
@@ -64,6 +74,8 @@ async def count_events(request: Request) -> Response:
 
 async def get_event(request: Request) -> Response:
     seq: int = request.path_params["seq"]
+    if seq > MAX_SEQ:
+        raise ApiError(404, f"no event {seq}: seqs are below 2**63")
     return json_response(await service_of(request).get_event(request.path_params["id"], seq))
 
 

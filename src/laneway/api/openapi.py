@@ -40,6 +40,7 @@ def _parameters(op: Operation, components: dict[str, Any]) -> list[dict[str, Any
     params: list[dict[str, Any]] = []
     for name, convertor in _PATH_PARAM.findall(op.path):
         schema = {"type": "integer", "minimum": 0} if convertor == "int" else {"type": "string"}
+        schema = op.path_schemas.get(name, schema)
         params.append({"name": name, "in": "path", "required": True, "schema": schema})
     if op.query is not None:
         component = components[op.query.__name__]

@@ -11,6 +11,7 @@ from laneway.api import events as ev
 from laneway.api import operations as ops
 from laneway.api.routing import Operation
 from laneway.api.schemas import (
+    MAX_SEQ,
     ConversationPage,
     Count,
     CountQuery,
@@ -26,7 +27,7 @@ from laneway.api.schemas import (
     SendMessage,
     StreamQuery,
 )
-from laneway.lanes import LaneSnapshot
+from laneway.lanes import LANE_NAMES, LaneSnapshot
 from laneway.models import Conversation, Event
 
 C = "/api/conversations"
@@ -74,11 +75,13 @@ OPERATIONS: list[Operation] = [
         {200: None, 404: None}, query=StreamQuery, produces=("text/event-stream",),
     ),
     Operation("GET", CID + "/events/{seq:int}", ev.get_event, "Get one event", "events",
-              {200: Event, 404: None}),
+              {200: Event, 404: None},
+              path_schemas={"seq": {"type": "integer", "minimum": 0, "maximum": MAX_SEQ}}),
     Operation("GET", "/api/lanes", ops.get_lanes, "Lane snapshots", "lanes", {200: LanesView}),
     Operation(
         "PUT", "/api/lanes/{name}", ops.resize_lane, "Resize a lane live", "lanes",
         {200: LaneSnapshot, 404: None}, body=ResizeLane,
+        path_schemas={"name": {"type": "string", "enum": list(LANE_NAMES)}},
     ),
     Operation(
         "GET", "/metrics", ops.get_metrics, "Prometheus metrics", "operations", {200: None},

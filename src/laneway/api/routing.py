@@ -31,6 +31,8 @@ class Operation:
     auth: bool = True
     # Extra content types of the success answer (Server-Sent Events, Prometheus text).
     produces: tuple[str, ...] = field(default=())
+    # JSON schemas of path parameters that are not plain strings or ints.
+    path_schemas: Mapping[str, Any] = field(default_factory=dict)
 
 
 def service_of(request: HTTPConnection) -> ConversationService:

@@ -5,6 +5,7 @@ The same types decode requests, encode responses and generate the OpenAPI schema
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Annotated, Any
 
 import msgspec
@@ -23,7 +24,10 @@ from laneway.models import (
 
 Title = Annotated[str, msgspec.Meta(max_length=500)]
 MaxSteps = Annotated[int, msgspec.Meta(ge=1, le=100_000)]
-Seq = Annotated[int, msgspec.Meta(ge=0)]
+# SQLite integers are signed 64-bit; a larger seq cannot exist, so it is refused.
+MAX_SEQ = 2**63 - 1
+Seq = Annotated[int, msgspec.Meta(ge=0, le=MAX_SEQ)]
+Cursor = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
 
 
 class CreateConversation(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -47,7 +51,7 @@ class ResizeLane(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 class ListQuery(msgspec.Struct, frozen=True):
     status: Status | None = None
     limit: Limit = 50
-    cursor: str | None = None
+    cursor: Cursor | None = None
 
 
 class CountQuery(msgspec.Struct, frozen=True):
@@ -60,14 +64,14 @@ class EventCountQuery(msgspec.Struct, frozen=True):
     text: str | None = None
     after_seq: Seq | None = None
     before_seq: Seq | None = None
-    since: str | None = None
-    until: str | None = None
+    since: datetime | None = None
+    until: datetime | None = None
 
 
 class EventQuery(EventCountQuery, frozen=True):
     order: Order = "asc"
     limit: Limit = 50
-    cursor: str | None = None
+    cursor: Cursor | None = None
 
 
 class StreamQuery(msgspec.Struct, frozen=True):
