@@ -117,6 +117,14 @@ def build_parser() -> argparse.ArgumentParser:
         help=_help("api_keys", "accepted API key; repeat for several"),
     )
     add(
+        "--agent",
+        dest="agents",
+        action="append",
+        default=quiet,
+        metavar="MODULE:FACTORY",
+        help=_help("agents", "enable a third-party agent by import path; repeat for several"),
+    )
+    add(
         "--metrics-auth",
         action=argparse.BooleanOptionalAction,
         default=quiet,
@@ -134,6 +142,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 def is_loopback(host: str) -> bool:
     return host.startswith(_LOOPBACK)
+
+
+def exposure_warning(settings: Settings) -> str | None:
+    """The warning to print when the API is reachable beyond this machine unguarded."""
+    if settings.api_keys or is_loopback(settings.host):
+        return None
+    return (
+        f"binding {settings.host} with no API key: anyone who can reach this address can "
+        "use the API; set --api-key or LANEWAY_API_KEYS"
+    )
 
 
 def parse_settings(argv: Sequence[str] | None = None) -> Settings:
@@ -154,12 +172,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=settings.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    if not settings.api_keys and not is_loopback(settings.host):
-        log.warning(
-            "binding %s with no API key: anyone who can reach this address can use the API; "
-            "set --api-key or LANEWAY_API_KEYS",
-            settings.host,
-        )
+    warning = exposure_warning(settings)
+    if warning is not None:
+        log.warning(warning)
     # Imported here so that `laneway --help` does not pay for the server imports.
     from laneway.serving import serve
 

@@ -1,0 +1,113 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from laneway.cli import build_parser, exposure_warning, parse_settings
+from laneway.config import DEFAULTS, SETTING_NAMES, ConfigError, Settings, load_settings
+
+
+def test_defaults() -> None:
+    settings = load_settings({}, {})
+    assert settings == Settings()
+    assert settings.host == "127.0.0.1"
+    assert settings.port == 8000
+    assert settings.db == ".laneway/laneway.db"
+    assert settings.max_body_bytes == 1024 * 1024
+
+
+def test_precedence_flags_over_env_over_toml(tmp_path: Path) -> None:
+    toml = tmp_path / "laneway.toml"
+    toml.write_text('run-lane-size = 3\nio_lane_size = 5\ntool-lane-size = 7\napi_keys = ["t"]\n')
+    env = {"LANEWAY_RUN_LANE_SIZE": "4", "LANEWAY_IO_LANE_SIZE": "6", "LANEWAY_API_KEYS": "a, b,"}
+    settings = load_settings({"run_lane_size": 2}, env, str(toml))
+    assert settings.run_lane_size == 2  # flag
+    assert settings.io_lane_size == 6  # environment
+    assert settings.tool_lane_size == 7  # file
+    assert settings.api_keys == ["a", "b"]
+
+
+def test_config_file_from_environment(tmp_path: Path) -> None:
+    toml = tmp_path / "c.toml"
+    toml.write_text('backend = "trio"\n')
+    assert load_settings({}, {"LANEWAY_CONFIG": str(toml)}).backend == "trio"
+
+
+def test_environment_values_are_parsed() -> None:
+    env = {
+        "LANEWAY_METRICS_AUTH": "true",
+        "LANEWAY_STEP_TIMEOUT_S": "2.5",
+        "LANEWAY_LANES_MODE": "shared",
+        "LANEWAY_AGENTS": "pkg.mod:make",
+    }
+    settings = load_settings({}, env)
+    assert settings.metrics_auth is True
+    assert settings.step_timeout_s == 2.5
+    assert settings.lanes_mode == "shared"
+    assert settings.agents == ["pkg.mod:make"]
+
+
+@pytest.mark.parametrize(
+    ("flags", "env", "needle"),
+    [
+        ({"run_lane_size": 0}, {}, "command line: Expected `int` >= 1 - at `$.run_lane_size`"),
+        ({}, {"LANEWAY_PORT": "http"}, "environment"),
+        ({}, {"LANEWAY_BACKEND": "gevent"}, "backend"),
+        ({}, {"LANEWAY_STEP_TIMEOUT_S": "0"}, "step_timeout_s"),
+    ],
+)
+def test_bad_values_name_source_and_field(
+    flags: dict[str, object], env: dict[str, str], needle: str
+) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_settings(flags, env)
+    assert needle in str(info.value)
+
+
+def test_bad_config_files(tmp_path: Path) -> None:
+    unknown = tmp_path / "unknown.toml"
+    unknown.write_text("colour = 'blue'\n")
+    with pytest.raises(ConfigError, match="colour"):
+        load_settings({}, {}, str(unknown))
+    broken = tmp_path / "broken.toml"
+    broken.write_text("port = \n")
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        load_settings({}, {}, str(broken))
+    with pytest.raises(ConfigError, match="cannot read"):
+        load_settings({}, {}, str(tmp_path / "missing.toml"))
+
+
+def test_every_setting_has_a_flag_with_its_default_in_help() -> None:
+    serve = build_parser()._subparsers._group_actions[0].choices["serve"]  # type: ignore[union-attr]
+    text = serve.format_help()
+    flags = {"api_keys": "--api-key", "agents": "--agent"}
+    for name in SETTING_NAMES:
+        flag = flags.get(name, "--" + name.replace("_", "-"))
+        assert flag in text, flag
+        assert f"LANEWAY_{name.upper()}" in text.replace("\n", " ").replace("  ", ""), name
+    for flag in ("--config", "--log-level", "--backend", "--lanes-mode"):
+        assert flag in text
+    assert f"default: {DEFAULTS.run_lane_size}" in text
+
+
+def test_parse_settings_from_argv(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in SETTING_NAMES:
+        monkeypatch.delenv(f"LANEWAY_{name.upper()}", raising=False)
+    monkeypatch.delenv("LANEWAY_CONFIG", raising=False)
+    settings = parse_settings(
+        ["serve", "--port", "9001", "--api-key", "x", "--api-key", "y", "--lanes-mode", "shared"]
+    )
+    assert settings.port == 9001
+    assert settings.api_keys == ["x", "y"]
+    assert settings.lanes_mode == "shared"
+    assert settings.lanes().mode == "shared"
+
+
+def test_warns_when_binding_beyond_loopback_without_a_key() -> None:
+    assert exposure_warning(Settings()) is None
+    assert exposure_warning(Settings(host="::1")) is None
+    warning = exposure_warning(Settings(host="0.0.0.0"))
+    assert warning is not None
+    assert "no API key" in warning
+    assert exposure_warning(Settings(host="0.0.0.0", api_keys=["k"])) is None
