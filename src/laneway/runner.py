@@ -62,6 +62,9 @@ class RunHandle:
         self.accepting = True
         self.rerun = False
         self.stuck = False
+        # How the run ended, for the log line the service writes.
+        self.ending = ""
+        self.error: str | None = None
         # Cancels the wait for a run token (pause or delete while queued).
         self.scope = anyio.CancelScope()
         # Shields the run's thread; cancelled only to leave it behind at shutdown.
@@ -137,6 +140,7 @@ class Runner:
             if self.agent is None:
                 self.agent = make_agent(self.record.agent)
             outcome, reason = self._loop(self.agent)
+            self.handle.ending = f"{outcome} ({reason})" if reason else outcome
             # The watchdog already wrote the stuck status; a stuck run just ends.
             if outcome != "stuck":
                 self._append([status_event(outcome, reason)], ConversationUpdate(status=outcome))
@@ -148,6 +152,7 @@ class Runner:
 
     def _fail(self, exc: Exception) -> None:
         message = f"{type(exc).__name__}: {exc}"
+        self.handle.error = message
         self._claim(self.handle.messages_received, "stop")
         error = NewEvent("error", "system", {"type": type(exc).__name__, "message": str(exc)})
         with contextlib.suppress(_Gone):

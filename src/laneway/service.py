@@ -14,6 +14,7 @@ from types import TracebackType
 from typing import Self
 
 import anyio
+import msgspec
 from anyio.abc import TaskGroup, TaskStatus
 
 from laneway.agents import Agent, AgentConfigError, make_agent, resolve_factory
@@ -201,7 +202,11 @@ class ConversationService:
         handle = await self._start_run(record)
         if handle is None:
             raise Conflict(f"conversation {conversation_id!r} already has a run in progress")
-        return self._view(await self._record(conversation_id))
+        # The state at admission: a short run may already have finished by the
+        # time the store is read again, and the caller asked about starting it.
+        view = self._view(await self._record(conversation_id))
+        status: Status = "running" if handle.admitted else "queued"
+        return msgspec.structs.replace(view, status=status)
 
     async def _start_run(self, record: ConversationRecord) -> RunHandle | None:
         if not self._admitting or self._tg is None:
@@ -277,10 +282,13 @@ class ConversationService:
             log.warning("run %s not restarted for its new messages: %s", conversation_id, exc)
 
     def _log_end(self, handle: RunHandle) -> None:
-        if handle.admitted:
-            log.info("run %s ended", handle.conversation_id)
-        else:
-            log.info("run %s left the queue", handle.conversation_id)
+        cid = handle.conversation_id
+        if handle.error is not None:
+            log.error("run %s error: %s", cid, handle.error)
+        elif handle.admitted:
+            log.info("run %s ended: %s", cid, handle.ending or "stopped")
+        elif handle.queued_written.is_set():
+            log.info("run %s left the queue", cid)
 
     async def pause(self, conversation_id: str) -> Conversation:
         """Pause a run: a queued one leaves the queue at once; a running one stops
