@@ -223,7 +223,7 @@ class ConversationService:
         with anyio.CancelScope(shield=True):
             await self._append(cid, [status_event("queued")], ConversationUpdate(status="queued"))
             handle.queued_written.set()
-        log.info("run %s queued", cid)
+        log.debug("run %s queued", cid)
         return handle
 
     async def _run_task(
