@@ -6,27 +6,70 @@ import argparse
 import logging
 import sys
 from collections.abc import Sequence
-from typing import Any, get_args
+from typing import Annotated, Any, Literal, get_args, get_origin
 
-from laneway.config import (
-    DEFAULTS,
-    ConfigError,
-    LogLevel,
-    Settings,
-    env_name,
-    load_settings,
-)
+import msgspec
+
+from laneway.config import ConfigError, Settings, env_name, load_settings
 
 log = logging.getLogger("laneway")
 
 _LOOPBACK = ("127.", "::1", "localhost")
 
 
-def _help(field: str, text: str) -> str:
-    default = getattr(DEFAULTS, field)
-    shown = ",".join(default) if isinstance(default, list) else default
-    env = env_name(field) + (", comma-separated" if isinstance(default, list) else "")
-    return f"{text} (default: {shown or 'none'}; env {env})"
+# What each setting is for; the flag, its type, choices, default and variable
+# are all derived from the Settings field of the same name.
+_DESCRIPTIONS: dict[str, str] = {
+    "host": "address to bind",
+    "port": "port to bind",
+    "backend": "event loop: asyncio (uvicorn) or trio (hypercorn)",
+    "db": "SQLite database path, or :memory:",
+    "lanes_mode": "isolated lanes, or the old single shared pool",
+    "run_lane_size": "concurrent runs",
+    "tool_lane_size": "concurrent tool calls",
+    "io_lane_size": "concurrent short blocking calls",
+    "run_max_waiting": "runs allowed to queue",
+    "tool_max_waiting": "tool calls allowed to queue",
+    "io_max_waiting": "io calls allowed to queue",
+    "step_timeout_s": "a step longer than this marks the run stuck",
+    "shutdown_grace_s": "how long shutdown waits for runs to pause",
+    "max_body_bytes": "largest request body accepted",
+    "api_keys": "accepted API key; repeat for several",
+    "agents": "enable a third-party agent (module:factory); repeat for several",
+    "metrics_auth": "require an API key for /metrics",
+    "log_level": "logging level",
+}
+# List settings take one value per flag, so their flags are singular.
+_FLAG_NAMES = {"api_keys": "--api-key", "agents": "--agent"}
+_METAVARS = {"db": "PATH", "api_keys": "KEY", "agents": "MODULE:FACTORY", "host": "HOST"}
+
+
+def _add_setting(parser: argparse.ArgumentParser, field: msgspec.structs.FieldInfo) -> None:
+    default = field.default
+    listed = isinstance(default, list) or field.default_factory is list
+    shown = "none" if listed or default == "" else default
+    env = env_name(field.name) + (", comma-separated" if listed else "")
+    options: dict[str, Any] = {
+        "dest": field.name,
+        # SUPPRESS keeps flags that were not given out of the namespace, so that
+        # the environment and the config file can supply them.
+        "default": argparse.SUPPRESS,
+        "help": f"{_DESCRIPTIONS[field.name]} (default: {shown}; env {env})",
+    }
+    kind = get_args(field.type)[0] if get_origin(field.type) is Annotated else field.type
+    if listed:
+        options["action"] = "append"
+    elif kind is bool:
+        options["action"] = argparse.BooleanOptionalAction
+    elif get_origin(kind) is Literal:
+        options["choices"] = list(get_args(kind))
+    elif kind in (int, float):
+        options["type"] = kind
+        options["metavar"] = "N" if kind is int else "SECONDS"
+    if field.name in _METAVARS:
+        options["metavar"] = _METAVARS[field.name]
+    flag = _FLAG_NAMES.get(field.name, "--" + field.name.replace("_", "-"))
+    parser.add_argument(flag, **options)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -39,103 +82,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="start the HTTP server",
         description="Start the HTTP server. Flags beat LANEWAY_* variables, which beat --config.",
     )
-    # SUPPRESS keeps flags that were not given out of the namespace, so that the
-    # environment and the config file can supply them.
-    add = serve.add_argument
-    quiet = argparse.SUPPRESS
-    add("--host", default=quiet, help=_help("host", "address to bind"))
-    add("--port", type=int, default=quiet, help=_help("port", "port to bind"))
-    add(
-        "--backend",
-        choices=["asyncio", "trio"],
-        default=quiet,
-        help=_help("backend", "event loop: asyncio (uvicorn) or trio (hypercorn)"),
-    )
-    add(
-        "--db", default=quiet, metavar="PATH", help=_help("db", "SQLite database path, or :memory:")
-    )
-    add(
-        "--lanes-mode",
-        choices=["isolated", "shared"],
-        default=quiet,
-        help=_help("lanes_mode", "isolated lanes, or the old single shared pool"),
-    )
-    add("--run-lane-size", type=int, default=quiet, help=_help("run_lane_size", "concurrent runs"))
-    add(
-        "--tool-lane-size",
-        type=int,
-        default=quiet,
-        help=_help("tool_lane_size", "concurrent tool calls"),
-    )
-    add(
-        "--io-lane-size",
-        type=int,
-        default=quiet,
-        help=_help("io_lane_size", "concurrent short blocking calls"),
-    )
-    add(
-        "--run-max-waiting",
-        type=int,
-        default=quiet,
-        help=_help("run_max_waiting", "runs allowed to queue"),
-    )
-    add(
-        "--tool-max-waiting",
-        type=int,
-        default=quiet,
-        help=_help("tool_max_waiting", "tool calls allowed to queue"),
-    )
-    add(
-        "--io-max-waiting",
-        type=int,
-        default=quiet,
-        help=_help("io_max_waiting", "io calls allowed to queue"),
-    )
-    add(
-        "--step-timeout-s",
-        type=float,
-        default=quiet,
-        help=_help("step_timeout_s", "a step longer than this marks the run stuck"),
-    )
-    add(
-        "--shutdown-grace-s",
-        type=float,
-        default=quiet,
-        help=_help("shutdown_grace_s", "how long shutdown waits for runs to pause"),
-    )
-    add(
-        "--max-body-bytes",
-        type=int,
-        default=quiet,
-        help=_help("max_body_bytes", "largest request body accepted"),
-    )
-    add(
-        "--api-key",
-        dest="api_keys",
-        action="append",
-        default=quiet,
-        help=_help("api_keys", "accepted API key; repeat for several"),
-    )
-    add(
-        "--agent",
-        dest="agents",
-        action="append",
-        default=quiet,
-        metavar="MODULE:FACTORY",
-        help=_help("agents", "enable a third-party agent by import path; repeat for several"),
-    )
-    add(
-        "--metrics-auth",
-        action=argparse.BooleanOptionalAction,
-        default=quiet,
-        help=_help("metrics_auth", "require an API key for /metrics"),
-    )
-    add("--config", default=None, metavar="FILE", help="TOML file of settings (env LANEWAY_CONFIG)")
-    add(
-        "--log-level",
-        choices=list(get_args(LogLevel)),
-        default=quiet,
-        help=_help("log_level", "logging level"),
+    for field in msgspec.structs.fields(Settings):
+        _add_setting(serve, field)
+    serve.add_argument(
+        "--config", default=None, metavar="FILE", help="TOML file of settings (env LANEWAY_CONFIG)"
     )
     return parser
 
