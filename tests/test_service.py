@@ -423,3 +423,24 @@ async def test_unknown_conversation_is_not_found() -> None:
         conv = await service.create()
         with pytest.raises(NotFound):
             await service.get_event(conv.id, 99)
+
+
+async def test_subscriptions_wait_out_a_full_io_lane() -> None:
+    async with open_service(io_size=1, io_max_waiting=2) as service:
+        conv = await service.create(initial_message="hi")
+        await wait_status(service, conv.id, "finished")
+        total = await service.count_events(conv.id, EventFilter())
+
+        async def follow() -> None:
+            seen = 0
+            async for _ in service.subscribe(conv.id):
+                seen += 1
+                if seen == total:
+                    return
+
+        # Fifty streams replaying at once through an io lane that queues two.
+        with anyio.fail_after(GUARD_S):
+            async with anyio.create_task_group() as tg:
+                for _ in range(50):
+                    tg.start_soon(follow)
+        assert service.lanes.io.snapshot().rejected > 0

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from types import TracebackType
-from typing import Self
+from typing import Self, TypeVar, TypeVarTuple, Unpack
 
 import anyio
 import msgspec
@@ -37,6 +37,8 @@ from laneway.runner import RunHandle, Runner, status_event
 from laneway.store.base import EventStore
 
 log = logging.getLogger("laneway.runs")
+T = TypeVar("T")
+Ts = TypeVarTuple("Ts")
 
 DEFAULT_MAX_STEPS = 50
 RESTART_REASON = "interrupted by restart"
@@ -364,13 +366,14 @@ class ConversationService:
         """Events after ``after_seq``: first from the store, then live, with no gap
         and no duplicate. A subscriber that falls behind resumes from the store.
         Ends when the conversation is deleted or the service closes."""
-        await self._record(conversation_id)
+        if await self._patiently(self.store.get_conversation, conversation_id) is None:
+            raise NotFound(f"no conversation {conversation_id!r}")
         # Subscribe before replaying, so nothing published during the replay is missed.
         sub = self.broker.subscribe(conversation_id)
         last = after_seq
         try:
             while True:
-                page = await self.lanes.io.run_sync(
+                page = await self._patiently(
                     self.store.events_after, conversation_id, last, REPLAY_PAGE
                 )
                 for event in page:
@@ -397,6 +400,15 @@ class ConversationService:
                         last = event.seq
         finally:
             self.broker.unsubscribe(sub)
+
+    async def _patiently(self, fn: Callable[[Unpack[Ts]], T], *args: *Ts) -> T:
+        """An io call for a stream, which waits out a full io lane rather than
+        failing: many clients (re)connecting at once must not drop each other."""
+        while True:
+            try:
+                return await self.lanes.io.run_sync(fn, *args)
+            except LaneFull as exc:
+                await anyio.sleep(exc.retry_after)
 
     # -- helpers ---------------------------------------------------------------
 
