@@ -13,7 +13,7 @@ from typing import Any
 import anyio
 import httpx
 import pytest
-from httpx_ws import WebSocketUpgradeError, aconnect_ws
+from httpx_ws import WebSocketDisconnect, WebSocketUpgradeError, aconnect_ws
 
 from tests.serverproc import ServerProcess, running_server
 
@@ -224,3 +224,22 @@ async def test_sigterm_with_open_stream_shuts_down_cleanly(
             after = (await client.get(f"{C}/{conv['id']}")).json()
     assert after["status"] == "paused"
     assert 0 < after["steps_done"] < 100_000
+
+
+async def test_websocket_closes_with_a_code_for_bad_input(server: ServerProcess) -> None:
+    base = f"{server.base_url.replace('http', 'ws')}{C}"
+    async with client_for(server) as client:
+        conv = (await client.post(C, json={})).json()
+        cases = [
+            (f"{base}/nope/events/stream", 4404),
+            (f"{base}/{conv['id']}/events/stream?after_seq=-1", 1008),
+        ]
+        for url, code in cases:
+            codes: list[int] = []
+            with anyio.fail_after(GUARD_S):
+                try:
+                    async with aconnect_ws(url, client) as ws:
+                        await ws.receive_text()
+                except* WebSocketDisconnect as group:
+                    codes += [exc.code for exc in group.exceptions]  # type: ignore[attr-defined]
+            assert codes == [code]

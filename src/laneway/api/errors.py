@@ -41,7 +41,7 @@ def to_api_error(exc: Exception) -> ApiError | None:
         case ApiError():
             return exc
         case NotFound():
-            return ApiError(404, str(exc).strip("'\""))
+            return ApiError(404, str(exc))
         case Conflict():
             return ApiError(409, str(exc))
         case InvalidRequest():
