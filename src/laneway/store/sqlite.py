@@ -14,9 +14,9 @@ the lock do not compete for the GIL.
 from __future__ import annotations
 
 import functools
+import os
 import sqlite3
 import threading
-import uuid
 import weakref
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -77,7 +77,8 @@ _Prepared = tuple[str, EventKind, EventSource, str, str | None]
 def _prepare(event: NewEvent) -> _Prepared:
     text = event.data.get("text") if event.kind == "message" else None
     text_cf = text.casefold() if isinstance(text, str) else None
-    return uuid.uuid4().hex, event.kind, event.source, _encode(event.data).decode(), text_cf
+    # 128 random bits, as in a uuid4, at a fifth of uuid4()'s cost on this hot path.
+    return os.urandom(16).hex(), event.kind, event.source, _encode(event.data).decode(), text_cf
 
 
 @functools.cache
