@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Sequence
 from types import TracebackType
-from typing import Self, TypeVar, TypeVarTuple, Unpack
+from typing import Self
 
 import anyio
 import msgspec
@@ -35,14 +35,12 @@ from laneway.models import (
 )
 from laneway.runner import RunHandle, Runner, status_event
 from laneway.store.base import EventStore
+from laneway.subscriptions import follow
 
 log = logging.getLogger("laneway.runs")
-T = TypeVar("T")
-Ts = TypeVarTuple("Ts")
 
 DEFAULT_MAX_STEPS = 50
 RESTART_REASON = "interrupted by restart"
-REPLAY_PAGE = 500
 
 
 class ConversationService:
@@ -362,53 +360,11 @@ class ConversationService:
             raise NotFound(f"conversation {conversation_id!r} has no event {seq}")
         return event
 
-    async def subscribe(self, conversation_id: str, after_seq: int = 0) -> AsyncIterator[Event]:
+    def subscribe(self, conversation_id: str, after_seq: int = 0) -> AsyncIterator[Event]:
         """Events after ``after_seq``: first from the store, then live, with no gap
-        and no duplicate. A subscriber that falls behind resumes from the store.
-        Ends when the conversation is deleted or the service closes."""
-        if await self._patiently(self.store.get_conversation, conversation_id) is None:
-            raise NotFound(f"no conversation {conversation_id!r}")
-        # Subscribe before replaying, so nothing published during the replay is missed.
-        sub = self.broker.subscribe(conversation_id)
-        last = after_seq
-        try:
-            while True:
-                page = await self._patiently(
-                    self.store.events_after, conversation_id, last, REPLAY_PAGE
-                )
-                for event in page:
-                    yield event
-                    last = event.seq
-                if len(page) == REPLAY_PAGE:
-                    continue
-                resync = False
-                while not resync:
-                    batch = await sub.next_batch()
-                    if batch is None:
-                        return
-                    # An empty batch means the subscriber lagged. A gap means two
-                    # threads published out of order. Either way the store has
-                    # every event, so the outer loop replays from it.
-                    resync = not batch
-                    for event in batch:
-                        if event.seq <= last:
-                            continue
-                        if event.seq != last + 1:
-                            resync = True
-                            break
-                        yield event
-                        last = event.seq
-        finally:
-            self.broker.unsubscribe(sub)
-
-    async def _patiently(self, fn: Callable[[Unpack[Ts]], T], *args: *Ts) -> T:
-        """An io call for a stream, which waits out a full io lane rather than
-        failing: many clients (re)connecting at once must not drop each other."""
-        while True:
-            try:
-                return await self.lanes.io.run_sync(fn, *args)
-            except LaneFull as exc:
-                await anyio.sleep(exc.retry_after)
+        and no duplicate; see :func:`laneway.subscriptions.follow`. Raises
+        NotFound (on first iteration) for an unknown conversation."""
+        return follow(self.store, self.lanes.io, self.broker, conversation_id, after_seq)
 
     # -- helpers ---------------------------------------------------------------
 
