@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import base64
 import uuid
 from typing import Any
 
@@ -411,3 +412,19 @@ async def test_pause_of_queued_run_over_http() -> None:
             assert lanes["run"]["cancelled_waiting"] == 1
         finally:
             gate.set()
+
+
+async def test_forged_cursors_are_422_not_500() -> None:
+    def forge(payload: bytes) -> str:
+        return base64.urlsafe_b64encode(payload).decode().rstrip("=")
+
+    async with api_client() as client:
+        conv = (await client.post(C, json={})).json()
+        for cursor in (forge(b'{"r": 100000000000000000000000}'), forge(b'{"r": -1}')):
+            error = assert_error(
+                await client.get(C, params={"cursor": cursor}), 422, "validation_error"
+            )
+            assert "cursor" in error["message"]
+        for cursor in (forge(b'{"s": 100000000000000000000000, "o": "asc"}'), forge(b"[]")):
+            url = f"{C}/{conv['id']}/events"
+            assert_error(await client.get(url, params={"cursor": cursor}), 422, "validation_error")

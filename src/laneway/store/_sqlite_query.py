@@ -3,23 +3,27 @@
 from __future__ import annotations
 
 import base64
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
 
 import msgspec
 
 from laneway.models import EventFilter, InvalidCursor, Order
 
+# A cursor is client input: bounded to SQLite's integers, so a forged one is an
+# InvalidCursor rather than an overflow inside the driver.
+_Int64 = Annotated[int, msgspec.Meta(ge=0, le=2**63 - 1)]
+
 
 class PageCursor(msgspec.Struct, forbid_unknown_fields=True):
     """Where a conversation listing continues: below this pk."""
 
-    r: int
+    r: _Int64
 
 
 class EventCursor(msgspec.Struct, forbid_unknown_fields=True):
     """Where an event search continues: past seq ``s`` in order ``o``."""
 
-    s: int
+    s: _Int64
     o: Order
 
 
