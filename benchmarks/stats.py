@@ -7,6 +7,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from laneway.histogram import HistogramSnapshot
+
 
 def percentile(values: Sequence[float], q: float) -> float:
     """The ``q``-quantile (0..1) by linear interpolation between closest ranks."""
@@ -55,17 +57,7 @@ class Histogram:
         return Histogram(self.bounds, counts, self.count - earlier.count, self.sum - earlier.sum)
 
     def quantile(self, q: float) -> float:
-        """Estimate quantile ``q`` by linear interpolation inside its bucket, as
-        Prometheus's histogram_quantile does. An estimate that falls above the
-        last bound is reported as that bound: the buckets can say no more."""
-        if self.count == 0:
-            return math.nan
-        rank = q * self.count
-        lower_bound, lower_count = 0.0, 0
-        for bound, cumulative in zip(self.bounds, self.counts, strict=True):
-            if cumulative >= rank:
-                in_bucket = cumulative - lower_count
-                fraction = (rank - lower_count) / in_bucket if in_bucket else 1.0
-                return lower_bound + (bound - lower_bound) * fraction
-            lower_bound, lower_count = bound, cumulative
-        return self.bounds[-1]
+        """Quantile ``q`` as the server's own histogram estimates it; NaN when empty."""
+        snapshot = HistogramSnapshot(list(self.bounds), list(self.counts), self.count, self.sum)
+        value = snapshot.quantile(q)
+        return math.nan if value is None else value
