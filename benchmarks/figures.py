@@ -6,6 +6,8 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from benchmarks.machine import HEAVY_STEAL_PERCENT
+
 
 @dataclass(frozen=True)
 class Figure:
@@ -59,7 +61,8 @@ def _number(value: float) -> str:
         return f"{value:,.0f}"
     if abs(value) >= 10:
         return f"{value:.1f}"
-    return f"{value:.2f}"
+    # Three places below 1, so that a ratio just under its target never prints as equal.
+    return f"{value:.2f}" if abs(value) >= 1 else f"{value:.3f}"
 
 
 @dataclass
@@ -76,7 +79,13 @@ class ComponentResult:
 
     def lines(self) -> list[str]:
         steal = "" if math.isnan(self.steal_percent) else f" [CPU steal {self.steal_percent:.0f}%]"
-        return [f"[{self.name}]{steal} {self.method}", *(f"  {f.line()}" for f in self.figures)]
+        lines = [f"[{self.name}]{steal} {self.method}", *(f"  {f.line()}" for f in self.figures)]
+        if self.steal_percent >= HEAVY_STEAL_PERCENT:
+            lines.append(
+                f"  ! measured while the host took {self.steal_percent:.0f}% of the CPU: these "
+                "figures and verdicts are not to be trusted; rerun on a quieter machine"
+            )
+        return lines
 
     def to_json(self) -> dict[str, Any]:
         return {

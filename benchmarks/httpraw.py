@@ -9,11 +9,15 @@ answers: a status line, headers and a Content-Length body.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
 
 HOST = "127.0.0.1"
 _HEADER_END = b"\r\n\r\n"
+# uvicorn and hypercorn close a keep-alive connection idle for 5 s; one idle for
+# less than this is surely still open when reused.
+MAX_IDLE_S = 2.0
 
 
 class HttpError(Exception):
@@ -27,6 +31,7 @@ class RawConnection:
         self.port = port
         self._reader = reader
         self._writer = writer
+        self.idle_since = time.monotonic()
 
     @classmethod
     async def connect(cls, port: int) -> RawConnection:
@@ -72,9 +77,8 @@ class ConnectionPool:
 
     @asynccontextmanager
     async def connection(self) -> AsyncIterator[RawConnection]:
-        if self._idle:
-            conn = self._idle.pop()
-        else:
+        conn = await self._reuse()
+        if conn is None:
             if self._open >= self.max_connections:
                 raise HttpError(f"all {self.max_connections} connections are busy")
             self._open += 1
@@ -90,10 +94,21 @@ class ConnectionPool:
         finally:
             # A request that failed or was cancelled leaves the stream in an unknown state.
             if reusable:
+                conn.idle_since = time.monotonic()
                 self._idle.append(conn)
             else:
                 self._open -= 1
                 await conn.close()
+
+    async def _reuse(self) -> RawConnection | None:
+        """The most recently used idle connection that the server has not closed."""
+        while self._idle:
+            conn = self._idle.pop()
+            if time.monotonic() - conn.idle_since < MAX_IDLE_S:
+                return conn
+            self._open -= 1
+            await conn.close()
+        return None
 
     async def close(self) -> None:
         idle, self._idle = self._idle, []

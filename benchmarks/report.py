@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.figures import ComponentResult
+from benchmarks.machine import HEAVY_STEAL_PERCENT
 from benchmarks.scenario import ScenarioResult
 from benchmarks.stats import Summary
 
@@ -54,6 +55,10 @@ def sweep_table(results: Sequence[ScenarioResult]) -> list[str]:
             )
         if r.server_killed:
             problems.append("the server ignored SIGTERM and was killed")
+        if r.steal_percent >= HEAVY_STEAL_PERCENT:
+            problems.append(
+                f"measured while the host took {r.steal_percent:.0f}% of the CPU: not to be trusted"
+            )
         if problems:
             lines.append(f"  {r.label}: {'; '.join(problems)}")
     return lines

@@ -55,6 +55,7 @@ def summarise(result: ScenarioResult) -> ComponentResult:
             f"default lanes; {WORKLOAD.describe()}; {result.runs} started, run lane at window "
             f"open {result.running_at_open} running, {result.waiting_at_open} waiting; "
             f"{PROBE_RATE_HZ:g} probes/s; {result.steps_per_s:.1f} steps/s under load"
+            + (f"; {result.probe_failures} probes FAILED" if result.probe_failures else "")
         ),
         figures=figures,
         details={"scenario": result.label, "probe_failures": result.probe_failures},
