@@ -13,7 +13,7 @@ from pathlib import Path
 
 # Above this share of stolen CPU time, figures say more about the host than about
 # laneway: a verdict measured under it is flagged as not to be trusted.
-HEAVY_STEAL_PERCENT = 20.0
+HEAVY_STEAL_PERCENT = 10.0
 
 # Field order of the "cpu" line of /proc/stat, in clock ticks.
 _FIELDS = ("user", "nice", "system", "idle", "iowait", "irq", "softirq", "steal")
