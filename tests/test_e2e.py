@@ -243,3 +243,23 @@ async def test_websocket_closes_with_a_code_for_bad_input(server: ServerProcess)
                 except* WebSocketDisconnect as group:
                     codes += [exc.code for exc in group.exceptions]  # type: ignore[attr-defined]
             assert codes == [code]
+
+
+async def test_sigterm_does_not_wait_for_a_step_past_the_grace_period(
+    anyio_backend: str, tmp_path: Path
+) -> None:
+    db = str(tmp_path / "blocked.db")
+    with running_server(anyio_backend, ["--db", db, "--shutdown-grace-s", "1"]) as server:
+        async with httpx.AsyncClient(base_url=server.base_url, timeout=GUARD_S) as client:
+            body = {
+                "agent": {"kind": "sim", "config": {"think_ms": 120_000}},
+                "initial_message": "x",
+            }
+            conv = (await client.post(C, json=body)).json()
+            await wait_status(client, conv["id"], "running")
+            # The step blocks for two minutes; stopping must not wait for it.
+            assert await anyio.to_thread.run_sync(server.stop) == 0
+    with running_server(anyio_backend, ["--db", db]) as server:
+        async with httpx.AsyncClient(base_url=server.base_url, timeout=GUARD_S) as client:
+            after = (await client.get(f"{C}/{conv['id']}")).json()
+    assert after["status"] == "paused"

@@ -10,7 +10,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
+import sys
+import threading
 from typing import Any, cast
 
 from laneway.app import create_app
@@ -32,8 +35,23 @@ def serve(settings: Settings) -> int:
     if settings.backend == "trio":
         import trio
 
-        return trio.run(_serve_hypercorn, app, settings)
-    return _serve_uvicorn(app, settings)
+        status: int = trio.run(_serve_hypercorn, app, settings)
+    else:
+        status = _serve_uvicorn(app, settings)
+    _exit_past_abandoned_threads(status)
+    return status
+
+
+def _exit_past_abandoned_threads(status: int) -> None:
+    """A run whose step outlived the shutdown grace period was left behind in its
+    worker thread, already marked paused in the store. asyncio's workers are not
+    daemon threads, so interpreter exit would wait for that step: exit now."""
+    main = threading.main_thread()
+    if any(t.is_alive() and not t.daemon for t in threading.enumerate() if t is not main):
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(status)
 
 
 def _serve_uvicorn(app: Any, settings: Settings) -> int:
