@@ -197,8 +197,6 @@ class ConversationService:
         """Queue a run. Raises Conflict if one is queued or running, LaneFull (as
         :class:`RunNotAdmitted`) if the run queue is full."""
         record = await self._record(conversation_id)
-        if conversation_id in self._runs:
-            raise Conflict(f"conversation {conversation_id!r} already has a run in progress")
         handle = await self._start_run(record)
         if handle is None:
             raise Conflict(f"conversation {conversation_id!r} already has a run in progress")
