@@ -127,9 +127,14 @@ async def test_queue_position_is_live_and_pause_removes_queued_run() -> None:
 async def test_pause_running_run_takes_effect_at_step_boundary() -> None:
     async with open_service() as service:
         conv = await service.create(
-            agent=AgentSpec("sim", {"steps": 1000, "think_ms": 2}), initial_message="go"
+            agent=AgentSpec("sim", {"steps": 1000, "think_ms": 2}),
+            initial_message="go",
+            max_steps=1000,
         )
         await wait_status(service, conv.id, "running")
+        with anyio.fail_after(GUARD_S):
+            while (await service.get(conv.id)).steps_done == 0:
+                await anyio.sleep(0.001)
         paused = await service.pause(conv.id)
         assert paused.pause_requested is True or paused.status == "paused"
         await wait_status(service, conv.id, "paused")
