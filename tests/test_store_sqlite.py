@@ -251,6 +251,67 @@ def test_concurrent_appends_from_8_threads(store: SQLiteEventStore) -> None:
         assert store.get_conversation(cid).last_seq == appended[cid]  # type: ignore[union-attr]
 
 
+def _queued_appends(
+    store: SQLiteEventStore, appends: list[tuple[str, list[NewEvent]]]
+) -> list[list[Event] | BaseException]:
+    """Run ``appends`` from threads that all queue while the test holds the write
+    lock, so that one of them commits the whole batch in one transaction."""
+    outcomes: list[list[Event] | BaseException] = [[] for _ in appends]
+
+    def work(index: int, cid: str, events: list[NewEvent]) -> None:
+        try:
+            outcomes[index] = store.append(cid, events)
+        except BaseException as exc:
+            outcomes[index] = exc
+
+    threads = [
+        threading.Thread(target=work, args=(i, cid, events))
+        for i, (cid, events) in enumerate(appends)
+    ]
+    with store._lock:
+        for t in threads:
+            t.start()
+        for _ in range(10_000):
+            with store._queue_lock:
+                if len(store._queue) == len(appends):
+                    break
+            threading.Event().wait(0.001)
+        assert len(store._queue) == len(appends)
+    for t in threads:
+        t.join(timeout=30)
+    return outcomes
+
+
+def test_queued_appends_commit_together_and_keep_their_own_outcome(
+    store: SQLiteEventStore,
+) -> None:
+    a, b = create(store, events=[msg("a")]), create(store, events=[msg("b")])
+    outcomes = _queued_appends(
+        store, [(a, [msg("a2"), msg("a3")]), ("missing", [msg("x")]), (b, [msg("b2")])]
+    )
+    first, missing, second = outcomes
+    assert isinstance(missing, NotFound)
+    assert isinstance(first, list)
+    assert [e.seq for e in first] == [2, 3]
+    assert isinstance(second, list)
+    assert [e.seq for e in second] == [2]
+    assert all_events(store, a)[1:] == first
+    assert all_events(store, b)[1:] == second
+
+
+def test_a_failing_queued_append_fails_its_whole_batch(store: SQLiteEventStore) -> None:
+    a, b = create(store, events=[msg("a")]), create(store, events=[msg("b")])
+    store._writer.execute(
+        "CREATE TEMP TRIGGER boom BEFORE INSERT ON events WHEN NEW.text_cf = 'boom' "
+        "BEGIN SELECT RAISE(ABORT, 'boom'); END"
+    )
+    outcomes = _queued_appends(store, [(a, [msg("fine")]), (b, [msg("BOOM")])])
+    # One transaction: neither append is kept, and both callers are told.
+    assert all(isinstance(o, sqlite3.IntegrityError) for o in outcomes)
+    assert [len(all_events(store, cid)) for cid in (a, b)] == [1, 1]
+    assert store.append(a, [msg("next")])[0].seq == 2
+
+
 def test_append_applies_update_with_events(store: SQLiteEventStore) -> None:
     record = new_record("idle")
     store.create_conversation(record)

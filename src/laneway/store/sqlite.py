@@ -4,11 +4,13 @@ All writes go through one connection under a lock, which also makes seqs
 gap-free without retries. Reads of a file database use one connection per
 thread, so they run alongside each other and alongside the writer (WAL).
 
-Appends are not group-committed: measured here, that was slower. An append's
-cost is mostly the pages it dirties in five b-trees, which appends to different
-conversations do not share, and waking a whole batch of waiters at once made the
-committing thread wait for the GIL after every sqlite3 call. Threads parked on
-the lock do not compete for the GIL.
+Appends are combined: a thread queues its append, then takes the write lock,
+and whoever holds the lock commits every queued append in one transaction. A
+waiter usually finds its append already committed and leaves at once. With ten
+run threads this measured ~5% above one commit per append, and a dedicated writer
+thread measured below both (two thread switches per append). What limits appends
+is bytes: ~16 KB reach the disk per event (whole 4 KB pages into the WAL, then
+again at checkpoints), and the same run on tmpfs is ~30% faster.
 """
 
 from __future__ import annotations
@@ -72,13 +74,70 @@ _decode_agent = msgspec.json.Decoder(AgentSpec).decode
 
 # An event ready to insert but for its seq and timestamp, which need the lock.
 _Prepared = tuple[str, EventKind, EventSource, str, str | None]
+_ID_BYTES = 16
 
 
-def _prepare(event: NewEvent) -> _Prepared:
-    text = event.data.get("text") if event.kind == "message" else None
-    text_cf = text.casefold() if isinstance(text, str) else None
-    # 128 random bits, as in a uuid4, at a fifth of uuid4()'s cost on this hot path.
-    return os.urandom(16).hex(), event.kind, event.source, _encode(event.data).decode(), text_cf
+def _prepare(events: Sequence[NewEvent]) -> list[_Prepared]:
+    # 128 random bits per id, as in a uuid4; one urandom call for the whole batch.
+    ids = os.urandom(_ID_BYTES * len(events)).hex()
+    prepared = []
+    for index, event in enumerate(events):
+        text = event.data.get("text") if event.kind == "message" else None
+        text_cf = text.casefold() if isinstance(text, str) else None
+        eid = ids[2 * _ID_BYTES * index : 2 * _ID_BYTES * (index + 1)]
+        prepared.append((eid, event.kind, event.source, _encode(event.data).decode(), text_cf))
+    return prepared
+
+
+class _Append:
+    """One queued append; the thread that commits it fills in the outcome."""
+
+    __slots__ = ("conversation_id", "done", "error", "first_seq", "now", "prepared", "update")
+
+    def __init__(
+        self, conversation_id: str, prepared: list[_Prepared], update: ConversationUpdate | None
+    ) -> None:
+        self.conversation_id = conversation_id
+        self.prepared = prepared
+        self.update = update
+        self.done = False
+        self.error: BaseException | None = None
+        self.first_seq = 0
+        self.now = ""
+
+
+def _insert_events(
+    conn: sqlite3.Connection,
+    conversation_id: str,
+    first_seq: int,
+    now: str,
+    prepared: list[_Prepared],
+) -> None:
+    rows = [
+        (conversation_id, seq, eid, now, kind, source, data, text_cf)
+        for seq, (eid, kind, source, data, text_cf) in enumerate(prepared, first_seq)
+    ]
+    if len(rows) == 1:
+        conn.execute(_INSERT_EVENT, rows[0])
+    elif rows:
+        conn.executemany(_INSERT_EVENT, rows)
+
+
+@functools.cache
+def _insert_events_sql(count: int) -> str:
+    return _INSERT_EVENT + ", (?, ?, ?, ?, ?, ?, ?, ?)" * (count - 1)
+
+
+def _stored(
+    conversation_id: str, first_seq: int, now: str, prepared: list[_Prepared]
+) -> list[Event]:
+    # Decoding the stored JSON (not reusing the caller's dict) gives the caller
+    # exactly what a later read returns, and no object it might mutate. Done
+    # outside the write lock, which only the inserts need.
+    return [
+        Event(seq, eid, conversation_id, now, kind, source, _decode_data(data))
+        for seq, (eid, kind, source, data, _) in enumerate(prepared, first_seq)
+    ]
 
 
 @functools.cache
@@ -117,6 +176,8 @@ class SQLiteEventStore:
         except BaseException:
             self._writer.close()
             raise
+        self._queue: list[_Append] = []
+        self._queue_lock = threading.Lock()
         self._local = threading.local()
         self._readers: list[tuple[weakref.ref[threading.Thread], sqlite3.Connection]] = []
         self._readers_lock = threading.Lock()
@@ -180,13 +241,15 @@ class SQLiteEventStore:
     def create_conversation(
         self, record: ConversationRecord, events: Sequence[NewEvent] = ()
     ) -> list[Event]:
-        prepared = [_prepare(event) for event in events]
+        prepared = _prepare(events)
         row: list[Any] = list(msgspec.structs.astuple(record))
         row[_CONVERSATION_FIELDS.index("agent")] = _encode(record.agent).decode()
         row[_CONVERSATION_FIELDS.index("last_seq")] = len(prepared)
         with self._write() as conn:
             conn.execute(_INSERT_CONVERSATION, row)
-            return self._insert_events(conn, record.id, 1, utc_now(), prepared)
+            now = utc_now()
+            _insert_events(conn, record.id, 1, now, prepared)
+        return _stored(record.id, 1, now, prepared)
 
     def get_conversation(self, conversation_id: str) -> ConversationRecord | None:
         sql = f"SELECT {_CONVERSATION_COLUMNS} FROM conversations WHERE id = ?"
@@ -242,7 +305,7 @@ class SQLiteEventStore:
         with self._write() as conn:
             ids: list[str] = [row[0] for row in conn.execute(sql, active).fetchall()]
             for cid in ids:
-                self._append_locked(conn, cid, [_prepare(event)], update)
+                self._append_locked(conn, _Append(cid, _prepare([event]), update))
         return ids
 
     # -- events --------------------------------------------------------------
@@ -254,56 +317,62 @@ class SQLiteEventStore:
         update: ConversationUpdate | None = None,
     ) -> list[Event]:
         # Ids and JSON are made before taking the lock, to keep it short.
-        prepared = [_prepare(event) for event in events]
-        with self._write() as conn:
-            return self._append_locked(conn, conversation_id, prepared, update)
+        request = _Append(conversation_id, _prepare(events), update)
+        with self._queue_lock:
+            self._queue.append(request)
+        with self._lock:
+            if not request.done:
+                self._commit_queued()
+        if request.error is not None:
+            raise request.error
+        return _stored(conversation_id, request.first_seq, request.now, request.prepared)
 
-    def _append_locked(
-        self,
-        conn: sqlite3.Connection,
-        conversation_id: str,
-        prepared: list[_Prepared],
-        update: ConversationUpdate | None,
-    ) -> list[Event]:
+    def _commit_queued(self) -> None:
+        """Commit every queued append in one transaction; the write lock is held."""
+        with self._queue_lock:
+            batch, self._queue = self._queue, []
+        conn = self._writer
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                for request in batch:
+                    try:
+                        self._append_locked(conn, request)
+                    except NotFound as exc:
+                        # Nothing of it was written; the others commit as usual.
+                        request.error = exc
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+        except BaseException as exc:
+            for request in batch:
+                request.error = exc
+            raise
+        finally:
+            for request in batch:
+                request.done = True
+
+    def _append_locked(self, conn: sqlite3.Connection, request: _Append) -> None:
         fields: tuple[str, ...] = ()
         values: list[Any] = []
-        if update is not None:
+        if request.update is not None:
             for name in _UPDATABLE:
-                value = getattr(update, name)
+                value = getattr(request.update, name)
                 if value is not msgspec.UNSET:
                     fields += (name,)
                     values.append(value)
         # Taken under the lock, so timestamps never decrease as seqs increase.
         now = utc_now()
-        params = (len(prepared), now, *values, conversation_id)
+        count = len(request.prepared)
+        params = (count, now, *values, request.conversation_id)
         row = conn.execute(_update_sql(fields), params).fetchone()
         if row is None:
-            raise NotFound(f"no conversation {conversation_id!r}")
-        first_seq = row[0] - len(prepared) + 1
-        return self._insert_events(conn, conversation_id, first_seq, now, prepared)
-
-    @staticmethod
-    def _insert_events(
-        conn: sqlite3.Connection,
-        conversation_id: str,
-        first_seq: int,
-        now: str,
-        prepared: list[_Prepared],
-    ) -> list[Event]:
-        rows = [
-            (conversation_id, seq, eid, now, kind, source, data, text_cf)
-            for seq, (eid, kind, source, data, text_cf) in enumerate(prepared, first_seq)
-        ]
-        if len(rows) == 1:
-            conn.execute(_INSERT_EVENT, rows[0])
-        elif rows:
-            conn.executemany(_INSERT_EVENT, rows)
-        # Decoding the stored JSON (not reusing the caller's dict) gives the caller
-        # exactly what a later read returns, and no object it might mutate.
-        return [
-            Event(seq, eid, conversation_id, now, kind, source, _decode_data(data))
-            for seq, (eid, kind, source, data, _) in enumerate(prepared, first_seq)
-        ]
+            raise NotFound(f"no conversation {request.conversation_id!r}")
+        request.first_seq = row[0] - count + 1
+        request.now = now
+        _insert_events(conn, request.conversation_id, request.first_seq, now, request.prepared)
 
     def search_events(
         self,
