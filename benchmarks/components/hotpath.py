@@ -34,7 +34,8 @@ def _loadgen(server: Server, path: str, seconds: float) -> float:
     wrk = shutil.which("wrk")
     if wrk is not None:
         url = f"http://{HOST}:{server.port}{path}"
-        cmd = [wrk, "-t1", f"-c{CONNECTIONS}", f"-d{seconds:g}s", url]
+        # wrk takes whole seconds only.
+        cmd = [wrk, "-t1", f"-c{CONNECTIONS}", f"-d{round(seconds)}s", url]
         out = subprocess.run(
             cmd, capture_output=True, text=True, check=True, timeout=seconds + PROCESS_GUARD_S
         ).stdout
@@ -71,7 +72,7 @@ def generator_name() -> str:
 
 
 def run(quick: bool, backend: str) -> ComponentResult:
-    seconds = 1.0 if quick else 1.5
+    seconds = 1.0 if quick else 2.0
     rounds = QUICK_ROUNDS if quick else ROUNDS
     with running_server(ServerOptions(backend=backend)) as server:
         response = httpx.post(
