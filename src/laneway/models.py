@@ -85,6 +85,14 @@ class ConversationUpdate(msgspec.Struct, frozen=True, kw_only=True):
     last_error: str | msgspec.UnsetType | None = msgspec.UNSET
     read_seq: int | msgspec.UnsetType = msgspec.UNSET
 
+    def changes(self) -> dict[str, Any]:
+        """The fields this update sets, by name."""
+        return {
+            field.name: value
+            for field in msgspec.structs.fields(self)
+            if (value := getattr(self, field.name)) is not msgspec.UNSET
+        }
+
 
 class EventFilter(msgspec.Struct, frozen=True, kw_only=True):
     """Filters shared by event search and event count; all given ones must match.

@@ -378,6 +378,9 @@ class ConversationService:
             raise InvalidRequest(str(exc)) from exc
 
     async def _record(self, conversation_id: str) -> ConversationRecord:
+        record = self.store.cached_conversation(conversation_id)
+        if record is not None:
+            return record
         record = await self.lanes.io.run_sync(self.store.get_conversation, conversation_id)
         if record is None:
             raise NotFound(f"no conversation {conversation_id!r}")

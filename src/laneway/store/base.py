@@ -34,6 +34,11 @@ class EventStore(Protocol):
 
     def get_conversation(self, conversation_id: str) -> ConversationRecord | None: ...
 
+    def cached_conversation(self, conversation_id: str) -> ConversationRecord | None:
+        """The record if the store holds it in memory, without blocking; safe to call
+        on the event loop. None says only that it is not in memory."""
+        ...
+
     def list_conversations(
         self, *, status: Status | None, limit: int, cursor: str | None
     ) -> tuple[list[ConversationRecord], str | None]:

@@ -42,6 +42,7 @@ from laneway.models import (
     Status,
     utc_now,
 )
+from laneway.store._record_cache import RecordCache
 from laneway.store._sqlite_query import (
     EventCursor,
     PageCursor,
@@ -65,8 +66,10 @@ _INSERT_EVENT = (
     "INSERT INTO events (conversation_id, seq, id, timestamp, kind, source, data, text_cf)"
     " VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
 )
-_UPDATABLE = ("status", "steps_done", "last_error", "read_seq")
 _MAX_PK = 2**63 - 1
+# Records kept in memory; a few MB, and more than the conversations a busy server
+# touches between two reads of the same one.
+RECORD_CACHE_SIZE = 4096
 
 _encode = msgspec.json.encode
 _decode_data = msgspec.json.Decoder(dict[str, Any]).decode
@@ -164,8 +167,9 @@ def _event(conversation_id: str, row: tuple[Any, ...]) -> Event:
 class SQLiteEventStore:
     """An :class:`~laneway.store.base.EventStore` in a SQLite file, or ``":memory:"``."""
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, *, cached_records: int = RECORD_CACHE_SIZE) -> None:
         self.path = path
+        self._records = RecordCache(cached_records)
         self._memory = is_memory(path)
         if not self._memory:
             Path(path).parent.mkdir(parents=True, exist_ok=True)
@@ -249,13 +253,25 @@ class SQLiteEventStore:
             conn.execute(_INSERT_CONVERSATION, row)
             now = utc_now()
             _insert_events(conn, record.id, 1, now, prepared)
+        self._records.put(msgspec.structs.replace(record, last_seq=len(prepared)))
         return _stored(record.id, 1, now, prepared)
 
+    def cached_conversation(self, conversation_id: str) -> ConversationRecord | None:
+        return self._records.get(conversation_id)
+
     def get_conversation(self, conversation_id: str) -> ConversationRecord | None:
+        cached = self._records.get(conversation_id)
+        if cached is not None:
+            return cached
+        generation = self._records.generation
         sql = f"SELECT {_CONVERSATION_COLUMNS} FROM conversations WHERE id = ?"
         with self._read() as conn:
             row = conn.execute(sql, (conversation_id,)).fetchone()
-        return None if row is None else _record(row)
+        if row is None:
+            return None
+        record = _record(row)
+        self._records.fill(record, generation)
+        return record
 
     def list_conversations(
         self, *, status: Status | None, limit: int, cursor: str | None
@@ -294,7 +310,9 @@ class SQLiteEventStore:
         # The foreign key's ON DELETE CASCADE removes the events.
         with self._write() as conn:
             cur = conn.execute("DELETE FROM conversations WHERE id = ?", (conversation_id,))
-            return cur.rowcount > 0
+        # After the commit: a reader whose snapshot predates it cannot cache it back.
+        self._records.discard(conversation_id)
+        return cur.rowcount > 0
 
     def recover_interrupted(self, reason: str) -> list[str]:
         event = NewEvent("status", "system", {"status": "paused", "reason": reason})
@@ -304,8 +322,11 @@ class SQLiteEventStore:
         sql = f"SELECT id FROM conversations WHERE status IN ({marks}) ORDER BY pk"
         with self._write() as conn:
             ids: list[str] = [row[0] for row in conn.execute(sql, active).fetchall()]
-            for cid in ids:
-                self._append_locked(conn, _Append(cid, _prepare([event]), update))
+            requests = [_Append(cid, _prepare([event]), update) for cid in ids]
+            for request in requests:
+                self._append_locked(conn, request)
+        for request in requests:
+            self._committed(request)
         return ids
 
     # -- events --------------------------------------------------------------
@@ -346,6 +367,9 @@ class SQLiteEventStore:
                 if conn.in_transaction:
                     conn.execute("ROLLBACK")
                 raise
+            for request in batch:
+                if request.error is None:
+                    self._committed(request)
         except BaseException as exc:
             for request in batch:
                 request.error = exc
@@ -355,14 +379,8 @@ class SQLiteEventStore:
                 request.done = True
 
     def _append_locked(self, conn: sqlite3.Connection, request: _Append) -> None:
-        fields: tuple[str, ...] = ()
-        values: list[Any] = []
-        if request.update is not None:
-            for name in _UPDATABLE:
-                value = getattr(request.update, name)
-                if value is not msgspec.UNSET:
-                    fields += (name,)
-                    values.append(value)
+        changes = request.update.changes() if request.update is not None else {}
+        fields, values = tuple(changes), list(changes.values())
         # Taken under the lock, so timestamps never decrease as seqs increase.
         now = utc_now()
         count = len(request.prepared)
@@ -373,6 +391,15 @@ class SQLiteEventStore:
         request.first_seq = row[0] - count + 1
         request.now = now
         _insert_events(conn, request.conversation_id, request.first_seq, now, request.prepared)
+
+    def _committed(self, request: _Append) -> None:
+        last_seq = request.first_seq + len(request.prepared) - 1
+        self._records.update(
+            request.conversation_id,
+            last_seq=last_seq,
+            updated_at=request.now,
+            update=request.update,
+        )
 
     def search_events(
         self,
