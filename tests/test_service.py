@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -329,6 +329,42 @@ async def test_subscription_is_gap_free_across_the_replay_to_live_seam() -> None
             if len(tail) == 3:
                 break
         assert tail == [total - 2, total - 1, total]
+
+
+class CountingBroker(EventBroker):
+    def __init__(self) -> None:
+        super().__init__()
+        self.sources: list[str] = []
+
+    def publish(self, conversation_id: str, events: Iterable[Event]) -> None:
+        events = list(events)
+        self.sources += [e.source for e in events]
+        super().publish(conversation_id, events)
+
+
+async def test_a_run_publishes_through_the_loop_only_when_followed() -> None:
+    broker = CountingBroker()
+    async with open_service(broker=broker) as service:
+        spec = AgentSpec("sim", {"steps": 5, "tools_per_step": 1})
+        conv = await service.create(agent=spec, initial_message="go")
+        await wait_status(service, conv.id, "finished")
+        # No subscriber: the run thread never woke the loop to publish.
+        assert set(broker.sources) <= {"user", "system"}
+        assert "agent" not in broker.sources
+        # A follower sees the first run replayed and the second live, without a gap.
+        stream = service.subscribe(conv.id, after_seq=0)
+        seen = [(await anext(stream)).seq]
+        await service.send_message(conv.id, "again", run=True)
+        finished = 0
+        with anyio.fail_after(GUARD_S):
+            async for event in stream:
+                seen.append(event.seq)
+                if event.kind == "status" and event.data["status"] == "finished":
+                    finished += 1
+                    if finished == 2:
+                        break
+        assert seen == list(range(1, len(seen) + 1))
+        assert "agent" in broker.sources
 
 
 async def test_slow_subscriber_does_not_slow_the_run_and_catches_up() -> None:

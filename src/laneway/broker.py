@@ -102,6 +102,11 @@ class EventBroker:
             for sub in subs:
                 sub.offer(event)
 
+    def has_subscribers(self, conversation_id: str) -> bool:
+        """Whether anyone follows the conversation live. Safe from any thread: one
+        dictionary lookup, atomic under the GIL."""
+        return conversation_id in self._subscribers
+
     def subscriber_count(self, conversation_id: str | None = None) -> int:
         if conversation_id is not None:
             return len(self._subscribers.get(conversation_id, ()))

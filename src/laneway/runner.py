@@ -2,8 +2,10 @@
 
 The loop owns nothing on the event loop. It writes events straight to the store
 (it is already off the loop), and crosses back into the loop only to publish
-events, to fan tool calls out on the tool lane, and to agree with the service
-on when it ends, so that no message sent during the run is ever lost.
+events to live subscribers, to fan tool calls out on the tool lane, and to agree
+with the service on when it ends, so that no message sent during the run is
+ever lost. Each crossing wakes the loop and takes the GIL from whatever request
+it is serving, so none is made that is not needed.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any, Literal
 
 import anyio
@@ -19,6 +21,7 @@ import anyio.from_thread
 import msgspec
 
 from laneway.agents import Agent, StepResult, ToolCall, ToolResult, Turn, make_agent
+from laneway.broker import EventBroker
 from laneway.lanes import Lane, LaneFull
 from laneway.models import (
     ConversationRecord,
@@ -121,14 +124,14 @@ class Runner:
         agent: Agent | None,
         store: EventStore,
         tool_lane: Lane,
-        publish: Callable[[str, Sequence[Event]], None],
+        broker: EventBroker,
     ) -> None:
         self.handle = handle
         self.record = record
         self.agent = agent
         self.store = store
         self.tool_lane = tool_lane
-        self.publish = publish
+        self.broker = broker
         self.cid = record.id
 
     def execute(self) -> Agent | None:
@@ -245,7 +248,10 @@ class Runner:
             stored = self.store.append(self.cid, events, update)
         except NotFound:
             raise _Gone from None
-        anyio.from_thread.run_sync(self.publish, self.cid, stored)
+        # Safe to skip with no subscriber: one that subscribes after this check
+        # replays from the store, which already holds these events.
+        if self.broker.has_subscribers(self.cid):
+            anyio.from_thread.run_sync(self.broker.publish, self.cid, stored)
         return stored
 
 

@@ -239,7 +239,7 @@ class ConversationService:
             agent=self._agents.get(cid),
             store=self.store,
             tool_lane=self.lanes.tool,
-            publish=self.broker.publish,
+            broker=self.broker,
         )
         try:
             with handle.scope:
