@@ -20,6 +20,7 @@ from benchmarks.figures import ComponentResult
 from benchmarks.machine import CpuTimes
 from benchmarks.progress import Progress, clock
 from benchmarks.scenario import Scenario, ScenarioResult, run_scenario
+from benchmarks.workload import SimWorkload
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 QUICK_BACKENDS = ("asyncio",)
@@ -48,7 +49,11 @@ def components(quick: bool) -> list[Component]:
         ),
     ]
     found += [_hotpath(quick, backend) for backend in backends]
-    found += [_isolation(quick, backend) for backend in backends]
+    found += [
+        _isolation(quick, backend, workload)
+        for backend in backends
+        for workload in isolation.WORKLOADS
+    ]
     return found
 
 
@@ -58,10 +63,12 @@ def _hotpath(quick: bool, backend: str) -> Component:
     )
 
 
-def _isolation(quick: bool, backend: str) -> Component:
-    planned = isolation.scenario(quick, backend).planned_s
+def _isolation(quick: bool, backend: str, workload: SimWorkload) -> Component:
+    planned = isolation.scenario(quick, backend, workload).planned_s
     return Component(
-        f"isolation, {backend}", planned, lambda note: isolation.run(quick, backend, note)
+        isolation.label(backend, workload),
+        planned,
+        lambda note: isolation.run(quick, backend, workload, note),
     )
 
 

@@ -32,6 +32,9 @@ class RawConnection:
         self._reader = reader
         self._writer = writer
         self.idle_since = time.monotonic()
+        # Set when the server said it closes the connection after this answer
+        # (hypercorn does after 1000 requests on one connection).
+        self.closing = False
 
     @classmethod
     async def connect(cls, port: int) -> RawConnection:
@@ -58,6 +61,8 @@ class RawConnection:
             name = name.strip().lower()
             if name == b"content-length":
                 length = int(value)
+            elif name == b"connection" and value.strip().lower() == b"close":
+                self.closing = True
             elif name == b"transfer-encoding":
                 raise HttpError(f"{method} {path}: transfer-encoding is not supported")
         if length:
@@ -93,7 +98,7 @@ class ConnectionPool:
             reusable = True
         finally:
             # A request that failed or was cancelled leaves the stream in an unknown state.
-            if reusable:
+            if reusable and not conn.closing:
                 conn.idle_since = time.monotonic()
                 self._idle.append(conn)
             else:

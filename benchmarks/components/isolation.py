@@ -5,10 +5,16 @@ The same measurement as a sweep configuration (see :mod:`benchmarks.scenario`),
 with runs whose steps block for a second, ten times the run lane's size of them
 waiting, and four times as many probes: at the sweep's rate a p99 is little
 more than the second-slowest probe, which is mostly the machine's own jitter.
+
+It runs twice: with the sweep's 2 ms of pure-Python CPU per step, and with none
+(the issue's "long think_ms" taken literally). A run thread's CPU holds the GIL
+that the event loop needs to answer, so the gap between the two shows what CPU
+inside runs, rather than the lanes, costs short requests.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 
 from benchmarks.figures import ComponentResult, Figure
@@ -19,14 +25,20 @@ from benchmarks.workload import SimWorkload
 TARGET_RATIO = 1.5
 RUN_LANE = ServerOptions().run_lane_size
 WORKLOAD = SimWorkload(steps=20, think_ms=1000, cpu_ms=2, tools_per_step=2, tool_ms=20)
+THINK_ONLY = dataclasses.replace(WORKLOAD, cpu_ms=0)
+WORKLOADS = (WORKLOAD, THINK_ONLY)
 PROBE_RATE_HZ = 200.0
 
 
-def scenario(quick: bool, backend: str) -> Scenario:
+def label(backend: str, workload: SimWorkload) -> str:
+    return f"isolation, {backend}, {workload.cpu_ms:g} ms CPU per step"
+
+
+def scenario(quick: bool, backend: str, workload: SimWorkload) -> Scenario:
     return Scenario(
-        label=f"{backend} isolated defaults",
+        label=label(backend, workload),
         server=ServerOptions(backend=backend),
-        workload=WORKLOAD,
+        workload=workload,
         # The lane's own runs, and ten times its size waiting behind them.
         runs=RUN_LANE + 10 * RUN_LANE,
         idle_s=2.0 if quick else 5.0,
@@ -35,7 +47,7 @@ def scenario(quick: bool, backend: str) -> Scenario:
     )
 
 
-def summarise(result: ScenarioResult) -> ComponentResult:
+def summarise(result: ScenarioResult, workload: SimWorkload) -> ComponentResult:
     figures = []
     for kind, label in (("status", "status read"), ("search", "event search")):
         idle, loaded = result.by_kind[kind]["idle"], result.by_kind[kind]["loaded"]
@@ -50,9 +62,9 @@ def summarise(result: ScenarioResult) -> ComponentResult:
             )
         )
     return ComponentResult(
-        name=f"isolation, {result.backend}",
+        name=result.label,
         method=(
-            f"default lanes; {WORKLOAD.describe()}; {result.runs} started, run lane at window "
+            f"default lanes; {workload.describe()}; {result.runs} started, run lane at window "
             f"open {result.running_at_open} running, {result.waiting_at_open} waiting; "
             f"{PROBE_RATE_HZ:g} probes/s; {result.steps_per_s:.1f} steps/s under load"
             + (f"; {result.probe_failures} probes FAILED" if result.probe_failures else "")
@@ -62,5 +74,7 @@ def summarise(result: ScenarioResult) -> ComponentResult:
     )
 
 
-def run(quick: bool, backend: str, note: Callable[[str], None]) -> ComponentResult:
-    return summarise(run_scenario(scenario(quick, backend), note))
+def run(
+    quick: bool, backend: str, workload: SimWorkload, note: Callable[[str], None]
+) -> ComponentResult:
+    return summarise(run_scenario(scenario(quick, backend, workload), note), workload)
