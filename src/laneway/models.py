@@ -87,10 +87,12 @@ class ConversationUpdate(msgspec.Struct, frozen=True, kw_only=True):
 
     def changes(self) -> dict[str, Any]:
         """The fields this update sets, by name."""
+        # __struct_fields__, not msgspec.structs.fields(): that one resolves type
+        # hints on every call (~80 us), and this runs under the store's write lock.
         return {
-            field.name: value
-            for field in msgspec.structs.fields(self)
-            if (value := getattr(self, field.name)) is not msgspec.UNSET
+            name: value
+            for name in self.__struct_fields__
+            if (value := getattr(self, name)) is not msgspec.UNSET
         }
 
 
