@@ -54,7 +54,7 @@ async def wait_status(service: ConversationService, cid: str, *statuses: Status)
 
 async def wait_idle_lane(service: ConversationService) -> None:
     with anyio.fail_after(GUARD_S):
-        while service.lanes.run.running or service._runs:
+        while service.lanes.run.running or service.runs.handles:
             await anyio.sleep(0.005)
 
 

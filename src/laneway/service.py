@@ -1,8 +1,8 @@
 """ConversationService: conversations, their runs, their events; async and backend-neutral.
 
-Every run is a task in the service's own task group, so closing the service
-leaves nothing running. Blocking store calls made for requests go through the io
-lane; a run's own writes happen in its run-lane thread.
+Runs themselves are kept by :class:`laneway.runs.Runs`, which the service owns.
+Blocking store calls made for requests go through the io lane; a run's own
+writes happen in its run-lane thread.
 """
 
 from __future__ import annotations
@@ -13,13 +13,11 @@ from collections.abc import AsyncIterator, Sequence
 from types import TracebackType
 from typing import Self
 
-import anyio
 import msgspec
-from anyio.abc import TaskGroup, TaskStatus
 
 from laneway.agents import Agent, AgentConfigError, make_agent, resolve_factory
 from laneway.broker import EventBroker
-from laneway.errors import Conflict, InvalidRequest, NotFound, RunNotAdmitted, ShuttingDown
+from laneway.errors import Conflict, InvalidRequest, NotFound, RunNotAdmitted
 from laneway.lanes import LaneFull, Lanes
 from laneway.models import (
     AgentSpec,
@@ -33,7 +31,8 @@ from laneway.models import (
     Status,
     utc_now,
 )
-from laneway.runner import RunHandle, Runner, status_event
+from laneway.runner import status_event
+from laneway.runs import Runs
 from laneway.store.base import EventStore
 from laneway.subscriptions import follow
 
@@ -58,15 +57,17 @@ class ConversationService:
     ) -> None:
         self.store = store
         self.lanes = lanes
-        self.step_timeout_s = step_timeout_s
-        self.shutdown_grace_s = shutdown_grace_s
         self.allowed_agents = frozenset(allowed_agents)
         self.broker = broker if broker is not None else EventBroker()
-        self._runs: dict[str, RunHandle] = {}
-        # Agents keep their state between the runs of a conversation.
-        self._agents: dict[str, Agent] = {}
-        self._tg: TaskGroup | None = None
-        self._admitting = False
+        self.runs = Runs(
+            store,
+            lanes,
+            self.broker,
+            append=self._append,
+            read_record=self._record,
+            step_timeout_s=step_timeout_s,
+            shutdown_grace_s=shutdown_grace_s,
+        )
 
     # -- lifecycle -------------------------------------------------------------
 
@@ -74,10 +75,7 @@ class ConversationService:
         recovered = await self.lanes.io.run_sync(self.store.recover_interrupted, RESTART_REASON)
         for cid in recovered:
             log.info("run %s paused: %s", cid, RESTART_REASON)
-        self._tg = anyio.create_task_group()
-        await self._tg.__aenter__()
-        self._tg.start_soon(self._watch_stuck_steps)
-        self._admitting = True
+        await self.runs.__aenter__()
         return self
 
     async def __aexit__(
@@ -86,11 +84,8 @@ class ConversationService:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> bool | None:
-        assert self._tg is not None
-        with anyio.CancelScope(shield=True):
-            await self._shutdown()
-        self._tg.cancel_scope.cancel()
-        return await self._tg.__aexit__(exc_type, exc, tb)
+        self.drain()
+        return await self.runs.__aexit__(exc_type, exc, tb)
 
     def drain(self) -> None:
         """Begin shutting down: admit no new runs and end every event stream.
@@ -99,30 +94,8 @@ class ConversationService:
         open connections to close before the app's own shutdown runs, and a
         stream would otherwise keep its connection open until forced closed.
         """
-        self._admitting = False
+        self.runs.stop_admitting()
         self.broker.close_all()
-
-    async def _shutdown(self) -> None:
-        """Stop admitting, pause every run, wait up to the grace period, then leave
-        behind (marked paused in the store) any run whose step will not return."""
-        self.drain()
-        for handle in list(self._runs.values()):
-            handle.pause_requested = True
-            if not handle.admitted:
-                handle.scope.cancel()
-        with anyio.move_on_after(self.shutdown_grace_s):
-            for handle in list(self._runs.values()):
-                await handle.done.wait()
-        left_behind = [h for h in self._runs.values() if not h.done.is_set()]
-        for handle in left_behind:
-            handle.abandoned = True
-            if handle.thread_scope is not None:
-                handle.thread_scope.cancel()
-            await self._append(
-                handle.conversation_id,
-                [status_event("paused", "interrupted by shutdown")],
-                ConversationUpdate(status="paused"),
-            )
 
     # -- conversations ---------------------------------------------------------
 
@@ -151,7 +124,7 @@ class ConversationService:
         if initial_message is not None:
             events.append(NewEvent("message", "user", {"text": initial_message}))
         stored = await self.lanes.io.run_sync(self.store.create_conversation, record, events)
-        self._agents[record.id] = instance
+        self.runs.agents[record.id] = instance
         self.broker.publish(record.id, stored)
         if run if run is not None else initial_message is not None:
             try:
@@ -181,14 +154,14 @@ class ConversationService:
     async def delete(self, conversation_id: str) -> None:
         """Delete a conversation and its events; a run in flight is paused first
         (a queued one leaves the queue, a running one stops at its next step)."""
-        handle = self._runs.get(conversation_id)
+        handle = self.runs.handles.get(conversation_id)
         if handle is not None:
             handle.deleted = True
             handle.pause_requested = True
             handle.scope.cancel()
         if not await self.lanes.io.run_sync(self.store.delete_conversation, conversation_id):
             raise NotFound(f"no conversation {conversation_id!r}")
-        self._agents.pop(conversation_id, None)
+        self.runs.agents.pop(conversation_id, None)
         self.broker.close_conversation(conversation_id)
 
     # -- runs ------------------------------------------------------------------
@@ -197,7 +170,7 @@ class ConversationService:
         """Queue a run. Raises Conflict if one is queued or running, LaneFull (as
         :class:`RunNotAdmitted`) if the run queue is full."""
         record = await self._record(conversation_id)
-        handle = await self._start_run(record)
+        handle = await self.runs.start(record)
         if handle is None:
             raise Conflict(f"conversation {conversation_id!r} already has a run in progress")
         # The state at admission: a short run may already have finished by the
@@ -206,93 +179,11 @@ class ConversationService:
         status: Status = "running" if handle.admitted else "queued"
         return msgspec.structs.replace(view, status=status)
 
-    async def _start_run(self, record: ConversationRecord) -> RunHandle | None:
-        if not self._admitting or self._tg is None:
-            raise ShuttingDown("the server is shutting down and admits no new runs")
-        cid = record.id
-        if cid in self._runs:
-            return None
-        handle = RunHandle(cid)
-        self._runs[cid] = handle
-        # On LaneFull the task's own cleanup forgets the handle again.
-        await self._tg.start(self._run_task, handle, record)
-        # Shielded so that a client going away cannot leave the run waiting for
-        # a "queued" event that will never be written.
-        with anyio.CancelScope(shield=True):
-            await self._append(cid, [status_event("queued")], ConversationUpdate(status="queued"))
-            handle.queued_written.set()
-        log.debug("run %s queued", cid)
-        return handle
-
-    async def _run_task(
-        self,
-        handle: RunHandle,
-        record: ConversationRecord,
-        *,
-        task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
-    ) -> None:
-        cid = handle.conversation_id
-        lane = self.lanes.run
-        runner = Runner(
-            handle=handle,
-            record=record,
-            agent=self._agents.get(cid),
-            store=self.store,
-            tool_lane=self.lanes.tool,
-            broker=self.broker,
-        )
-        try:
-            with handle.scope:
-                async with lane.hold(ticket=cid, on_enqueued=task_status.started):
-                    handle.admitted = True
-                    log.info("run %s started", cid)
-                    # Shielded: a run is never cancelled mid-step. Only shutdown past
-                    # its grace period cancels this scope, leaving the thread behind.
-                    with anyio.CancelScope(shield=True) as thread_scope:
-                        handle.thread_scope = thread_scope
-                        agent = await lane.to_thread(runner.execute, abandon_on_cancel=True)
-                        if agent is not None and not handle.deleted:
-                            self._agents[cid] = agent
-            if not handle.admitted and not handle.deleted and not handle.abandoned:
-                await self._write_queued_pause(handle)
-        finally:
-            with anyio.CancelScope(shield=True):
-                if handle.stuck:
-                    await handle.stuck_written.wait()
-            del self._runs[cid]
-            handle.done.set()
-            self._log_end(handle)
-        if handle.rerun and not handle.deleted and self._admitting:
-            await self._rerun(cid)
-
-    async def _write_queued_pause(self, handle: RunHandle) -> None:
-        await handle.queued_written.wait()
-        await self._append(
-            handle.conversation_id,
-            [status_event("paused", "paused while queued")],
-            ConversationUpdate(status="paused"),
-        )
-
-    async def _rerun(self, conversation_id: str) -> None:
-        try:
-            await self._start_run(await self._record(conversation_id))
-        except (LaneFull, NotFound, ShuttingDown) as exc:
-            log.warning("run %s not restarted for its new messages: %s", conversation_id, exc)
-
-    def _log_end(self, handle: RunHandle) -> None:
-        cid = handle.conversation_id
-        if handle.error is not None:
-            log.error("run %s error: %s", cid, handle.error)
-        elif handle.admitted:
-            log.info("run %s ended: %s", cid, handle.ending or "stopped")
-        elif handle.queued_written.is_set():
-            log.info("run %s left the queue", cid)
-
     async def pause(self, conversation_id: str) -> Conversation:
         """Pause a run: a queued one leaves the queue at once; a running one stops
         at its next step boundary (``pause_requested`` until then)."""
         record = await self._record(conversation_id)
-        handle = self._runs.get(conversation_id)
+        handle = self.runs.handles.get(conversation_id)
         if handle is None:
             return self._view(record)
         handle.pause_requested = True
@@ -312,14 +203,14 @@ class ConversationService:
             conversation_id, [NewEvent("message", "user", {"text": content})]
         )
         if run:
-            handle = self._runs.get(conversation_id)
+            handle = self.runs.handles.get(conversation_id)
             if handle is not None and handle.accepting:
                 handle.messages_received += 1
             elif handle is not None:
                 handle.rerun = True
             else:
                 try:
-                    await self._start_run(await self._record(conversation_id))
+                    await self.runs.start(await self._record(conversation_id))
                 except LaneFull as exc:
                     conversation = await self.get(conversation_id)
                     raise RunNotAdmitted(exc, event=event, conversation=conversation) from exc
@@ -397,7 +288,7 @@ class ConversationService:
         return stored
 
     def _view(self, record: ConversationRecord) -> Conversation:
-        handle = self._runs.get(record.id)
+        handle = self.runs.handles.get(record.id)
         position = None
         if handle is not None and not handle.admitted:
             position = self.lanes.run.position(record.id)
@@ -414,27 +305,3 @@ class ConversationService:
             pause_requested=handle.pause_requested if handle is not None else False,
             last_error=record.last_error,
         )
-
-    async def _watch_stuck_steps(self) -> None:
-        interval = min(1.0, self.step_timeout_s / 4)
-        while True:
-            await anyio.sleep(interval)
-            for handle in list(self._runs.values()):
-                step = handle.check_stuck(self.step_timeout_s)
-                if step is not None and self._tg is not None:
-                    self._tg.start_soon(self._mark_stuck, handle, step)
-
-    async def _mark_stuck(self, handle: RunHandle, step: int) -> None:
-        reason = f"step {step} has run longer than step_timeout_s ({self.step_timeout_s:g} s)"
-        log.warning("run %s stuck: %s", handle.conversation_id, reason)
-        try:
-            with anyio.CancelScope(shield=True):
-                await self._append(
-                    handle.conversation_id,
-                    [status_event("stuck", reason)],
-                    ConversationUpdate(status="stuck"),
-                )
-        except NotFound:
-            pass
-        finally:
-            handle.stuck_written.set()

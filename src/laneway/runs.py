@@ -1,0 +1,210 @@
+"""The run lifecycle: admission into the run lane, the task each run lives in,
+the stuck watchdog, and pausing every run at shutdown.
+
+Every run is a task in this object's task group, so closing it leaves nothing
+running. It writes the statuses that happen on the loop (queued, paused while
+queued, stuck, left behind at shutdown); the run thread writes the rest.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from types import TracebackType
+
+import anyio
+from anyio.abc import TaskGroup, TaskStatus
+
+from laneway.agents import Agent
+from laneway.broker import EventBroker
+from laneway.errors import NotFound, ShuttingDown
+from laneway.lanes import LaneFull, Lanes
+from laneway.models import ConversationRecord, ConversationUpdate, Event, NewEvent
+from laneway.runner import RunHandle, Runner, status_event
+from laneway.store.base import EventStore
+
+log = logging.getLogger("laneway.runs")
+
+Append = Callable[[str, Sequence[NewEvent], ConversationUpdate | None], Awaitable[list[Event]]]
+ReadRecord = Callable[[str], Awaitable[ConversationRecord]]
+
+
+class Runs:
+    """Use as ``async with Runs(...) as runs:``; the service owns one."""
+
+    def __init__(
+        self,
+        store: EventStore,
+        lanes: Lanes,
+        broker: EventBroker,
+        *,
+        append: Append,
+        read_record: ReadRecord,
+        step_timeout_s: float,
+        shutdown_grace_s: float,
+    ) -> None:
+        self.store = store
+        self.lanes = lanes
+        self.broker = broker
+        self.step_timeout_s = step_timeout_s
+        self.shutdown_grace_s = shutdown_grace_s
+        self._append = append
+        self._read_record = read_record
+        # Runs queued or running, by conversation id.
+        self.handles: dict[str, RunHandle] = {}
+        # Agents keep their state between the runs of a conversation.
+        self.agents: dict[str, Agent] = {}
+        self._tg: TaskGroup | None = None
+        self._admitting = False
+
+    async def __aenter__(self) -> Runs:
+        self._tg = anyio.create_task_group()
+        await self._tg.__aenter__()
+        self._tg.start_soon(self._watch_stuck_steps)
+        self._admitting = True
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool | None:
+        assert self._tg is not None
+        with anyio.CancelScope(shield=True):
+            await self._shutdown()
+        self._tg.cancel_scope.cancel()
+        return await self._tg.__aexit__(exc_type, exc, tb)
+
+    def stop_admitting(self) -> None:
+        self._admitting = False
+
+    async def _shutdown(self) -> None:
+        """Stop admitting, pause every run, wait up to the grace period, then leave
+        behind (marked paused in the store) any run whose step will not return."""
+        self.stop_admitting()
+        for handle in list(self.handles.values()):
+            handle.pause_requested = True
+            if not handle.admitted:
+                handle.scope.cancel()
+        with anyio.move_on_after(self.shutdown_grace_s):
+            for handle in list(self.handles.values()):
+                await handle.done.wait()
+        left_behind = [h for h in self.handles.values() if not h.done.is_set()]
+        for handle in left_behind:
+            handle.abandoned = True
+            if handle.thread_scope is not None:
+                handle.thread_scope.cancel()
+            await self._append(
+                handle.conversation_id,
+                [status_event("paused", "interrupted by shutdown")],
+                ConversationUpdate(status="paused"),
+            )
+
+    async def start(self, record: ConversationRecord) -> RunHandle | None:
+        """Queue a run of ``record``; None if one is already queued or running.
+        Raises ShuttingDown, or LaneFull when the run queue is full."""
+        if not self._admitting or self._tg is None:
+            raise ShuttingDown("the server is shutting down and admits no new runs")
+        cid = record.id
+        if cid in self.handles:
+            return None
+        handle = RunHandle(cid)
+        self.handles[cid] = handle
+        # On LaneFull the task's own cleanup forgets the handle again.
+        await self._tg.start(self._run_task, handle, record)
+        # Shielded so that a client going away cannot leave the run waiting for
+        # a "queued" event that will never be written.
+        with anyio.CancelScope(shield=True):
+            await self._append(cid, [status_event("queued")], ConversationUpdate(status="queued"))
+            handle.queued_written.set()
+        log.debug("run %s queued", cid)
+        return handle
+
+    async def _run_task(
+        self,
+        handle: RunHandle,
+        record: ConversationRecord,
+        *,
+        task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
+    ) -> None:
+        cid = handle.conversation_id
+        lane = self.lanes.run
+        runner = Runner(
+            handle=handle,
+            record=record,
+            agent=self.agents.get(cid),
+            store=self.store,
+            tool_lane=self.lanes.tool,
+            broker=self.broker,
+        )
+        try:
+            with handle.scope:
+                async with lane.hold(ticket=cid, on_enqueued=task_status.started):
+                    handle.admitted = True
+                    log.info("run %s started", cid)
+                    # Shielded: a run is never cancelled mid-step. Only shutdown past
+                    # its grace period cancels this scope, leaving the thread behind.
+                    with anyio.CancelScope(shield=True) as thread_scope:
+                        handle.thread_scope = thread_scope
+                        agent = await lane.to_thread(runner.execute, abandon_on_cancel=True)
+                        if agent is not None and not handle.deleted:
+                            self.agents[cid] = agent
+            if not handle.admitted and not handle.deleted and not handle.abandoned:
+                await self._write_queued_pause(handle)
+        finally:
+            with anyio.CancelScope(shield=True):
+                if handle.stuck:
+                    await handle.stuck_written.wait()
+            del self.handles[cid]
+            handle.done.set()
+            self._log_end(handle)
+        if handle.rerun and not handle.deleted and self._admitting:
+            await self._rerun(cid)
+
+    async def _write_queued_pause(self, handle: RunHandle) -> None:
+        await handle.queued_written.wait()
+        await self._append(
+            handle.conversation_id,
+            [status_event("paused", "paused while queued")],
+            ConversationUpdate(status="paused"),
+        )
+
+    async def _rerun(self, conversation_id: str) -> None:
+        try:
+            await self.start(await self._read_record(conversation_id))
+        except (LaneFull, NotFound, ShuttingDown) as exc:
+            log.warning("run %s not restarted for its new messages: %s", conversation_id, exc)
+
+    def _log_end(self, handle: RunHandle) -> None:
+        cid = handle.conversation_id
+        if handle.error is not None:
+            log.error("run %s error: %s", cid, handle.error)
+        elif handle.admitted:
+            log.info("run %s ended: %s", cid, handle.ending or "stopped")
+        elif handle.queued_written.is_set():
+            log.info("run %s left the queue", cid)
+
+    async def _watch_stuck_steps(self) -> None:
+        interval = min(1.0, self.step_timeout_s / 4)
+        while True:
+            await anyio.sleep(interval)
+            for handle in list(self.handles.values()):
+                step = handle.check_stuck(self.step_timeout_s)
+                if step is not None and self._tg is not None:
+                    self._tg.start_soon(self._mark_stuck, handle, step)
+
+    async def _mark_stuck(self, handle: RunHandle, step: int) -> None:
+        reason = f"step {step} has run longer than step_timeout_s ({self.step_timeout_s:g} s)"
+        log.warning("run %s stuck: %s", handle.conversation_id, reason)
+        try:
+            with anyio.CancelScope(shield=True):
+                await self._append(
+                    handle.conversation_id,
+                    [status_event("stuck", reason)],
+                    ConversationUpdate(status="stuck"),
+                )
+        except NotFound:
+            pass
+        finally:
+            handle.stuck_written.set()
