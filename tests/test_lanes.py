@@ -117,6 +117,24 @@ async def test_lane_full_at_max_waiting_with_retry_after() -> None:
     check_invariant(lane)
 
 
+async def test_check_admission_refuses_exactly_when_hold_would() -> None:
+    lane = Lane("run", 0, size=1, max_waiting=1)
+    release = threading.Event()
+    lane.check_admission()  # a free token
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(lane.run_sync, release.wait)
+        await wait_until(lambda: lane.running == 1)
+        lane.check_admission()  # no token, but room in the queue
+        tg.start_soon(lane.run_sync, release.wait)
+        await wait_until(lambda: lane.waiting == 1)
+        with pytest.raises(LaneFull):
+            lane.check_admission()
+        assert lane.snapshot().rejected == 1
+        release.set()
+    lane.check_admission()
+    check_invariant(lane)
+
+
 async def test_retry_after_grows_with_queue_depth_and_service_time() -> None:
     lane = Lane("run", 0, size=2, max_waiting=100)
     await lane.run_sync(lambda: None)

@@ -11,7 +11,7 @@ import pytest
 
 from laneway.broker import EventBroker
 from laneway.errors import Conflict, InvalidRequest, NotFound, RunNotAdmitted
-from laneway.lanes import Lanes, LanesConfig
+from laneway.lanes import SHARED_POOL_SIZE, Lanes, LanesConfig
 from laneway.models import AgentSpec, ConversationUpdate, Event, EventFilter, Status
 from laneway.runner import status_event
 from laneway.service import RESTART_REASON, ConversationService
@@ -329,6 +329,36 @@ async def test_subscription_is_gap_free_across_the_replay_to_live_seam() -> None
             if len(tail) == 3:
                 break
         assert tail == [total - 2, total - 1, total]
+
+
+async def test_runs_that_take_the_whole_shared_pool_do_not_deadlock() -> None:
+    # In shared mode runs and io calls draw on one pool. Runs that take every
+    # token must not then wait for an io call (their own "queued" status).
+    async with open_service(mode="shared", run_max_waiting=1000) as service:
+        spec = AgentSpec("sim", {"steps": 2})
+        convs = [await service.create(agent=spec) for _ in range(SHARED_POOL_SIZE)]
+        release = anyio.Event()
+
+        async def occupy() -> None:
+            async with service.lanes.io.hold():
+                await release.wait()
+
+        with anyio.fail_after(GUARD_S):
+            async with anyio.create_task_group() as tg:
+                for _ in range(SHARED_POOL_SIZE):
+                    tg.start_soon(occupy)
+                while service.lanes.io.running < SHARED_POOL_SIZE:
+                    await anyio.sleep(0.001)
+                # Every token is taken; the runs line up for the pool.
+                for conv in convs:
+                    tg.start_soon(service.run, conv.id)
+                await anyio.sleep(0.05)
+                release.set()
+        for conv in convs:
+            await wait_status(service, conv.id, "finished")
+        events = await all_events(service, convs[0].id)
+        statuses = [e.data["status"] for e in events if e.kind == "status"]
+        assert statuses[-3:] == ["queued", "running", "finished"]
 
 
 class CountingBroker(EventBroker):

@@ -216,6 +216,17 @@ class Lane:
             self._limiter.release_on_behalf_of(borrower)
             self._finish(time.perf_counter() - started, succeeded)
 
+    def check_admission(self) -> None:
+        """Raise :class:`LaneFull` (counted as rejected) if :meth:`hold` would refuse
+        a caller now. A later hold can still be refused if others queue meanwhile."""
+        blocked = self._limiter.available_tokens < 1 or bool(self._waiters)
+        if blocked and len(self._waiters) >= self.max_waiting:
+            raise self._reject()
+
+    def _reject(self) -> LaneFull:
+        self._rejected += 1
+        return LaneFull(self.name, len(self._waiters), self.retry_after())
+
     async def _wait_for_token(
         self,
         borrower: object,
@@ -224,8 +235,7 @@ class Lane:
         on_enqueued: Callable[[], object] | None,
     ) -> None:
         if len(self._waiters) >= self.max_waiting:
-            self._rejected += 1
-            raise LaneFull(self.name, len(self._waiters), self.retry_after())
+            raise self._reject()
         self._waiters[key] = requested
         self._peak_waiting = max(self._peak_waiting, len(self._waiters))
         try:

@@ -55,6 +55,8 @@ class RunHandle:
 
     def __init__(self, conversation_id: str) -> None:
         self.conversation_id = conversation_id
+        # In the run lane's queue (or past it), so admission can no longer fail.
+        self.enqueued = False
         self.admitted = False
         self.pause_requested = False
         self.deleted = False
@@ -72,7 +74,6 @@ class RunHandle:
         self.scope = anyio.CancelScope()
         # Shields the run's thread; cancelled only to leave it behind at shutdown.
         self.thread_scope: anyio.CancelScope | None = None
-        self.queued_written = anyio.Event()
         self.stuck_written = anyio.Event()
         self.done = anyio.Event()
         self._clock = threading.Lock()
@@ -137,7 +138,6 @@ class Runner:
     def execute(self) -> Agent | None:
         """Run the loop to its end and write the final status. Returns the agent,
         so that the service keeps its state for the conversation's next run."""
-        anyio.from_thread.run(self.handle.queued_written.wait)
         try:
             self._append([status_event("running")], ConversationUpdate(status="running"))
             if self.agent is None:

@@ -109,15 +109,33 @@ class Runs:
         cid = record.id
         if cid in self.handles:
             return None
+        self.lanes.run.check_admission()
         handle = RunHandle(cid)
         self.handles[cid] = handle
-        # On LaneFull the task's own cleanup forgets the handle again.
-        await self._tg.start(self._run_task, handle, record)
-        # Shielded so that a client going away cannot leave the run waiting for
-        # a "queued" event that will never be written.
+        # "queued" is written before the run can take a token: a run must never
+        # hold a token while it waits for an io call, because in shared mode the
+        # io lane draws on the same pool, and runs holding all of it would wait
+        # forever. Shielded, so that a client going away cannot leave the status
+        # "queued" with no run behind it.
         with anyio.CancelScope(shield=True):
-            await self._append(cid, [status_event("queued")], ConversationUpdate(status="queued"))
-            handle.queued_written.set()
+            try:
+                await self._append(
+                    cid, [status_event("queued")], ConversationUpdate(status="queued")
+                )
+            except BaseException:
+                del self.handles[cid]
+                raise
+            try:
+                # On LaneFull the task's own cleanup forgets the handle again.
+                await self._tg.start(self._run_task, handle, record)
+            except LaneFull:
+                # Others filled the queue while "queued" was being written.
+                await self._append(
+                    cid,
+                    [status_event(record.status, "run queue full")],
+                    ConversationUpdate(status=record.status),
+                )
+                raise
         log.debug("run %s queued", cid)
         return handle
 
@@ -138,9 +156,14 @@ class Runs:
             tool_lane=self.lanes.tool,
             broker=self.broker,
         )
+
+        def enqueued() -> None:
+            handle.enqueued = True
+            task_status.started()
+
         try:
             with handle.scope:
-                async with lane.hold(ticket=cid, on_enqueued=task_status.started):
+                async with lane.hold(ticket=cid, on_enqueued=enqueued):
                     handle.admitted = True
                     log.info("run %s started", cid)
                     # Shielded: a run is never cancelled mid-step. Only shutdown past
@@ -163,7 +186,6 @@ class Runs:
             await self._rerun(cid)
 
     async def _write_queued_pause(self, handle: RunHandle) -> None:
-        await handle.queued_written.wait()
         await self._append(
             handle.conversation_id,
             [status_event("paused", "paused while queued")],
@@ -182,7 +204,7 @@ class Runs:
             log.error("run %s error: %s", cid, handle.error)
         elif handle.admitted:
             log.info("run %s ended: %s", cid, handle.ending or "stopped")
-        elif handle.queued_written.is_set():
+        elif handle.enqueued:
             log.info("run %s left the queue", cid)
 
     async def _watch_stuck_steps(self) -> None:
