@@ -11,7 +11,7 @@ import pytest
 
 from laneway.broker import EventBroker
 from laneway.errors import Conflict, InvalidRequest, NotFound, RunNotAdmitted
-from laneway.lanes import SHARED_POOL_SIZE, Lanes, LanesConfig
+from laneway.lanes import SHARED_POOL_SIZE, LaneFull, Lanes, LanesConfig
 from laneway.models import AgentSpec, ConversationUpdate, Event, EventFilter, Status
 from laneway.runner import status_event
 from laneway.service import RESTART_REASON, ConversationService
@@ -214,6 +214,32 @@ async def test_full_run_queue_rejects_but_keeps_the_message() -> None:
             assert created.value.conversation is not None
             assert created.value.conversation.status == "idle"
             assert service.lanes.run.snapshot().rejected == 2
+        finally:
+            gate.set()
+
+
+async def test_queue_filled_while_queued_was_written_puts_the_status_back(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    async with open_service(run_size=1, run_max_waiting=1) as service:
+        spec, gate = gate_spec()
+        try:
+            a = await service.create(agent=spec, initial_message="a")
+            await wait_status(service, a.id, "running")
+            await service.create(initial_message="b")  # takes the only queue slot
+            c = await service.create()
+            # As if the queue had filled between the check and the enqueue.
+            monkeypatch.setattr(service.lanes.run, "check_admission", lambda: None)
+            with pytest.raises(LaneFull):
+                await service.run(c.id)
+            view = await service.get(c.id)
+            assert (view.status, view.queue_position) == ("idle", None)
+            statuses = [e.data for e in await all_events(service, c.id) if e.kind == "status"]
+            assert statuses[-2:] == [
+                {"status": "queued"},
+                {"status": "idle", "reason": "run queue full"},
+            ]
+            assert c.id not in service.runs.handles
         finally:
             gate.set()
 
