@@ -13,7 +13,7 @@ from laneway.broker import EventBroker
 from laneway.errors import Conflict, InvalidRequest, NotFound, RunNotAdmitted
 from laneway.lanes import SHARED_POOL_SIZE, LaneFull, Lanes, LanesConfig
 from laneway.models import AgentSpec, ConversationUpdate, Event, EventFilter, Status
-from laneway.runner import status_event
+from laneway.runner import RunHandle, status_event
 from laneway.service import RESTART_REASON, ConversationService
 from laneway.store import SQLiteEventStore
 from tests import agents
@@ -142,6 +142,22 @@ async def test_pause_running_run_takes_effect_at_step_boundary() -> None:
         assert after.pause_requested is False
         assert 0 < after.steps_done < 1000
         assert service.lanes.run.running == 0
+
+
+async def test_live_run_fields_count_only_while_the_status_is_active() -> None:
+    # A run's final status commits a moment before its handle is dropped.
+    async with open_service() as service:
+        conv = await service.create()
+        handle = RunHandle(conv.id)
+        handle.pause_requested = True
+        service.runs.handles[conv.id] = handle
+        try:
+            for status, expected in (("running", True), ("paused", False)):
+                update = ConversationUpdate(status=status)
+                await service._append(conv.id, [status_event(status)], update)
+                assert (await service.get(conv.id)).pause_requested is expected
+        finally:
+            del service.runs.handles[conv.id]
 
 
 async def test_double_run_is_a_conflict() -> None:

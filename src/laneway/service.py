@@ -20,6 +20,7 @@ from laneway.broker import EventBroker
 from laneway.errors import Conflict, InvalidRequest, NotFound, RunNotAdmitted
 from laneway.lanes import LaneFull, Lanes
 from laneway.models import (
+    ACTIVE_STATUSES,
     AgentSpec,
     Conversation,
     ConversationRecord,
@@ -288,7 +289,11 @@ class ConversationService:
         return stored
 
     def _view(self, record: ConversationRecord) -> Conversation:
+        # A run's final status is committed a moment before its handle goes, so
+        # the handle's live fields only count while the record says it is active.
         handle = self.runs.handles.get(record.id)
+        if record.status not in ACTIVE_STATUSES:
+            handle = None
         position = None
         if handle is not None and not handle.admitted:
             position = self.lanes.run.position(record.id)
