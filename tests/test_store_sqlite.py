@@ -25,7 +25,7 @@ from laneway.models import (
     utc_now,
 )
 from laneway.store import NotFound, SQLiteEventStore, _sqlite_schema
-from laneway.store._sqlite_query import search_sql
+from laneway.store._sqlite_query import search_sql, seq_window
 
 
 @pytest.fixture(params=["memory", "file"])
@@ -522,6 +522,85 @@ def test_search_full_pages_and_edges(store: SQLiteEventStore) -> None:
         store.search_events(cid, flt, order="asc", limit=0, cursor=None)
 
 
+def test_time_ranges_are_seq_ranges_even_when_the_clock_steps_back(
+    store: SQLiteEventStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    stamps = iter(
+        [f"2026-01-01T00:00:{second:02d}.000000Z" for second in (1, 2, 3, 2, 1, 4, 5, 5, 6)]
+    )
+    monkeypatch.setattr("laneway.store.sqlite.utc_now", lambda: next(stamps))
+    cid = create(store, events=[msg("0")])
+    for i in range(1, 9):
+        store.append(cid, [msg(str(i))])
+    events = all_events(store, cid)
+    # The clock went back from :03 to :02 and :01; the store kept :03.
+    assert [e.timestamp[17:19] for e in events] == [
+        "01",
+        "02",
+        "03",
+        "03",
+        "03",
+        "04",
+        "05",
+        "05",
+        "06",
+    ]
+    with store._read() as conn:
+        window = seq_window(
+            conn,
+            cid,
+            EventFilter(since="2026-01-01T00:00:03.000000Z", until="2026-01-01T00:00:05.000000Z"),
+        )
+        assert (window.after_seq, window.before_seq) == (2, 9)
+        later = seq_window(conn, cid, EventFilter(since="2027-01-01T00:00:00.000000Z", after_seq=1))
+        assert (later.after_seq, later.before_seq) == (9, None)
+        earlier = seq_window(conn, cid, EventFilter(until="2025-01-01T00:00:00.000000Z"))
+        assert (earlier.after_seq, earlier.before_seq) == (None, 1)
+        assert seq_window(conn, "missing", EventFilter(since="x")).after_seq == 0
+    flt = EventFilter(since="2026-01-01T00:00:03.000000Z", until="2026-01-01T00:00:05.000000Z")
+    assert [e.seq for e in page_through(store, cid, flt, "desc", 2)] == [8, 7, 6, 5, 4, 3]
+    assert store.count_events(cid, flt) == 6
+
+
+def test_a_reopened_store_never_stamps_earlier_than_what_it_holds(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = str(tmp_path / "db.sqlite")
+    store = SQLiteEventStore(path)
+    cid = create(store, events=[msg("first")])
+    store.close()
+    monkeypatch.setattr("laneway.store.sqlite.utc_now", lambda: "2000-01-01T00:00:00.000000Z")
+    store = SQLiteEventStore(path)
+    try:
+        [event] = store.append(cid, [msg("after a clock step back")])
+        assert event.timestamp == all_events(store, cid)[0].timestamp
+    finally:
+        store.close()
+
+
+def test_schema_2_drops_the_timestamp_index_and_keeps_the_data(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = str(tmp_path / "v1.db")
+    full = _sqlite_schema.MIGRATIONS
+    monkeypatch.setattr(_sqlite_schema, "MIGRATIONS", full[:1])
+    store = SQLiteEventStore(path)
+    cid = create(store, events=[msg("kept")])
+    store.close()
+    monkeypatch.setattr(_sqlite_schema, "MIGRATIONS", full)
+    store = SQLiteEventStore(path)
+    try:
+        assert read_pragma(store, "user_version") == 2
+        with store._read() as conn:
+            names = {r[0] for r in conn.execute("SELECT name FROM sqlite_master")}
+        assert "events_timestamp" not in names
+        assert {"events_kind", "events_source"} <= names
+        [event] = all_events(store, cid)
+        assert store.count_events(cid, EventFilter(since=event.timestamp)) == 1
+    finally:
+        store.close()
+
+
 # -- recovery ----------------------------------------------------------------------
 
 
@@ -582,7 +661,7 @@ def test_reopen_keeps_data_and_migrates_only_new_versions(
     for round_ in range(2):
         store = SQLiteEventStore(path)
         try:
-            assert read_pragma(store, "user_version") == 2
+            assert read_pragma(store, "user_version") == len(_sqlite_schema.MIGRATIONS)
             assert store.get_conversation(cid) is not None
             texts = [e.data["text"] for e in all_events(store, cid)]
             assert texts == ["kept"] + ["more"] * round_

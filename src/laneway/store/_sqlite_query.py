@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import sqlite3
 from typing import Annotated, Any, TypeVar
 
 import msgspec
@@ -68,6 +69,52 @@ def event_where(conversation_id: str, flt: EventFilter) -> tuple[str, list[Any]]
             clauses.append(clause)
             params.append(value)
     return " AND ".join(clauses), params
+
+
+def seq_window(conn: sqlite3.Connection, conversation_id: str, flt: EventFilter) -> EventFilter:
+    """``flt`` with its seq bounds narrowed to the seqs of its time range.
+
+    The store never lets timestamps decrease as seqs grow, so the events of a
+    time range are a run of seqs, found by bisecting the primary key. The time
+    predicates stay in the query: bounds read from an older snapshot than the
+    query's can only widen what it scans, never drop a match.
+    """
+    if flt.since is None and flt.until is None:
+        return flt
+    (last,) = conn.execute(
+        "SELECT coalesce(max(seq), 0) FROM events WHERE conversation_id = ?", (conversation_id,)
+    ).fetchone()
+
+    def first_seq(after: str, *, inclusive: bool) -> int | None:
+        """The first seq stamped at ``after`` or later (or strictly later); last + 1
+        if none. None if an event vanished meanwhile (its conversation deleted)."""
+        lo, hi = 1, last + 1
+        while lo < hi:
+            mid = (lo + hi) // 2
+            row = conn.execute(
+                "SELECT timestamp FROM events WHERE conversation_id = ? AND seq = ?",
+                (conversation_id, mid),
+            ).fetchone()
+            if row is None:
+                return None
+            if row[0] > after or (inclusive and row[0] == after):
+                hi = mid
+            else:
+                lo = mid + 1
+        return lo
+
+    after_seq, before_seq = flt.after_seq, flt.before_seq
+    if flt.since is not None:
+        found = first_seq(flt.since, inclusive=True)
+        if found is None:
+            return flt
+        after_seq = found - 1 if after_seq is None else max(after_seq, found - 1)
+    if flt.until is not None:
+        found = first_seq(flt.until, inclusive=False)
+        if found is None:
+            return flt
+        before_seq = found if before_seq is None else min(before_seq, found)
+    return msgspec.structs.replace(flt, after_seq=after_seq, before_seq=before_seq)
 
 
 def search_sql(

@@ -48,6 +48,13 @@ MIGRATIONS: list[tuple[str, ...]] = [
         "CREATE INDEX events_source ON events (conversation_id, source, seq)",
         "CREATE INDEX events_timestamp ON events (conversation_id, timestamp)",
     ),
+    (
+        # Every index costs each append ~2 more WAL pages per commit (measured:
+        # 9.6 -> 7.6 frames, +15% appends/s). Timestamps never decrease as seqs
+        # grow, so a time range is a seq range, found by bisecting the primary key
+        # (see _sqlite_query.seq_window).
+        "DROP INDEX events_timestamp",
+    ),
 ]
 
 BUSY_TIMEOUT_MS = 10_000

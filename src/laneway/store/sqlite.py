@@ -10,8 +10,9 @@ waiter usually finds its append already committed and leaves at once. With ten
 run threads this measured ~5% above one commit per append; a dedicated writer
 thread, and waking waiters in batches, measured below both.
 
-What limits appends, as measured here: a runner-shaped commit writes ~9.6 WAL
-frames (each secondary index adds ~1.9), and with ten writer threads the write
+What limits appends, as measured here: a runner-shaped commit writes ~7.6 WAL
+frames (each secondary index adds ~1.9, which is why time ranges are found by
+bisecting seqs rather than by an index), and with ten writer threads the write
 lock is held only about half the time; the rest goes to handing it over, since
 a woken thread needs a CPU and then the GIL. One thread alone appends ~25k
 events/s. Smaller pages (1-2 KB) and the GIL switch interval changed nothing;
@@ -55,6 +56,7 @@ from laneway.store._sqlite_query import (
     encode_cursor,
     event_where,
     search_sql,
+    seq_window,
 )
 from laneway.store._sqlite_schema import connect, is_memory, migrate
 from laneway.store.base import NotFound
@@ -185,6 +187,12 @@ class SQLiteEventStore:
         except BaseException:
             self._writer.close()
             raise
+        # The newest stamp held: each conversation's last event, one primary-key
+        # lookup per conversation.
+        (self._last_stamp,) = self._writer.execute(
+            "SELECT coalesce(max(e.timestamp), '') FROM conversations c CROSS JOIN events e"
+            " WHERE e.conversation_id = c.id AND e.seq = c.last_seq"
+        ).fetchone()
         self._queue: list[_Append] = []
         self._queue_lock = threading.Lock()
         self._local = threading.local()
@@ -256,7 +264,7 @@ class SQLiteEventStore:
         row[_CONVERSATION_FIELDS.index("last_seq")] = len(prepared)
         with self._write() as conn:
             conn.execute(_INSERT_CONVERSATION, row)
-            now = utc_now()
+            now = self._now()
             _insert_events(conn, record.id, 1, now, prepared)
         self._records.put(msgspec.structs.replace(record, last_seq=len(prepared)))
         return _stored(record.id, 1, now, prepared)
@@ -386,8 +394,7 @@ class SQLiteEventStore:
     def _append_locked(self, conn: sqlite3.Connection, request: _Append) -> None:
         changes = request.update.changes() if request.update is not None else {}
         fields, values = tuple(changes), list(changes.values())
-        # Taken under the lock, so timestamps never decrease as seqs increase.
-        now = utc_now()
+        now = self._now()
         count = len(request.prepared)
         params = (count, now, *values, request.conversation_id)
         row = conn.execute(_update_sql(fields), params).fetchone()
@@ -396,6 +403,16 @@ class SQLiteEventStore:
         request.first_seq = row[0] - count + 1
         request.now = now
         _insert_events(conn, request.conversation_id, request.first_seq, now, request.prepared)
+
+    def _now(self) -> str:
+        """The time to stamp a commit with; call under the write lock. Never earlier
+        than a stamp already given, even if the clock steps back: time ranges are
+        found by bisecting seqs (see seq_window), which needs stamps in seq order."""
+        now = utc_now()
+        if now < self._last_stamp:
+            now = self._last_stamp
+        self._last_stamp = now
+        return now
 
     def _committed(self, request: _Append) -> None:
         last_seq = request.first_seq + len(request.prepared) - 1
@@ -415,16 +432,17 @@ class SQLiteEventStore:
         limit: int,
         cursor: str | None,
     ) -> tuple[list[Event], str | None]:
-        sql, params = search_sql(_EVENT_COLUMNS, conversation_id, flt, order, limit, cursor)
         with self._read() as conn:
+            window = seq_window(conn, conversation_id, flt)
+            sql, params = search_sql(_EVENT_COLUMNS, conversation_id, window, order, limit, cursor)
             rows = conn.execute(sql, params).fetchall()
         page = [_event(conversation_id, row) for row in rows[:limit]]
         more = len(rows) > limit
         return page, encode_cursor(EventCursor(page[-1].seq, order)) if more else None
 
     def count_events(self, conversation_id: str, flt: EventFilter) -> int:
-        where, params = event_where(conversation_id, flt)
         with self._read() as conn:
+            where, params = event_where(conversation_id, seq_window(conn, conversation_id, flt))
             row = conn.execute(f"SELECT count(*) FROM events WHERE {where}", params).fetchone()
         return int(row[0])
 
