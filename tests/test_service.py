@@ -12,7 +12,7 @@ import pytest
 from laneway.broker import EventBroker
 from laneway.errors import Conflict, InvalidRequest, NotFound, RunNotAdmitted
 from laneway.lanes import SHARED_POOL_SIZE, LaneFull, Lanes, LanesConfig
-from laneway.models import AgentSpec, ConversationUpdate, Event, EventFilter, Status
+from laneway.models import AgentSpec, Conversation, ConversationUpdate, Event, EventFilter, Status
 from laneway.runner import RunHandle, status_event
 from laneway.service import RESTART_REASON, ConversationService
 from laneway.store import SQLiteEventStore
@@ -210,54 +210,53 @@ async def test_message_without_run_is_kept_for_the_next_run() -> None:
         assert replies == ["later"]
 
 
-async def test_full_run_queue_rejects_but_keeps_the_message() -> None:
+@asynccontextmanager
+async def full_run_queue() -> AsyncIterator[tuple[ConversationService, Conversation]]:
+    """A service whose run lane (one token, one queue slot) is full, and an idle
+    conversation to try it with."""
     async with open_service(run_size=1, run_max_waiting=1) as service:
         spec, gate = gate_spec()
         try:
             a = await service.create(agent=spec, initial_message="a")
             await wait_status(service, a.id, "running")
             await service.create(initial_message="b")  # takes the only queue slot
-            c = await service.create()
-            with pytest.raises(RunNotAdmitted) as info:
-                await service.send_message(c.id, "kept", run=True)
-            assert info.value.retry_after > 0
-            assert info.value.event is not None
-            assert info.value.event.data == {"text": "kept"}
-            assert (await service.get(c.id)).status == "idle"
-            assert await service.count_events(c.id, EventFilter(kind="message")) == 1
-            with pytest.raises(RunNotAdmitted) as created:
-                await service.create(initial_message="also kept")
-            assert created.value.conversation is not None
-            assert created.value.conversation.status == "idle"
-            assert service.lanes.run.snapshot().rejected == 2
+            yield service, await service.create()
         finally:
             gate.set()
+
+
+async def test_full_run_queue_rejects_but_keeps_the_message() -> None:
+    async with full_run_queue() as (service, c):
+        with pytest.raises(RunNotAdmitted) as info:
+            await service.send_message(c.id, "kept", run=True)
+        assert info.value.retry_after > 0
+        assert info.value.event is not None
+        assert info.value.event.data == {"text": "kept"}
+        assert (await service.get(c.id)).status == "idle"
+        assert await service.count_events(c.id, EventFilter(kind="message")) == 1
+        with pytest.raises(RunNotAdmitted) as created:
+            await service.create(initial_message="also kept")
+        assert created.value.conversation is not None
+        assert created.value.conversation.status == "idle"
+        assert service.lanes.run.snapshot().rejected == 2
 
 
 async def test_queue_filled_while_queued_was_written_puts_the_status_back(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    async with open_service(run_size=1, run_max_waiting=1) as service:
-        spec, gate = gate_spec()
-        try:
-            a = await service.create(agent=spec, initial_message="a")
-            await wait_status(service, a.id, "running")
-            await service.create(initial_message="b")  # takes the only queue slot
-            c = await service.create()
-            # As if the queue had filled between the check and the enqueue.
-            monkeypatch.setattr(service.lanes.run, "check_admission", lambda: None)
-            with pytest.raises(LaneFull):
-                await service.run(c.id)
-            view = await service.get(c.id)
-            assert (view.status, view.queue_position) == ("idle", None)
-            statuses = [e.data for e in await all_events(service, c.id) if e.kind == "status"]
-            assert statuses[-2:] == [
-                {"status": "queued"},
-                {"status": "idle", "reason": "run queue full"},
-            ]
-            assert c.id not in service.runs.handles
-        finally:
-            gate.set()
+    async with full_run_queue() as (service, c):
+        # As if the queue had filled between the check and the enqueue.
+        monkeypatch.setattr(service.lanes.run, "check_admission", lambda: None)
+        with pytest.raises(LaneFull):
+            await service.run(c.id)
+        view = await service.get(c.id)
+        assert (view.status, view.queue_position) == ("idle", None)
+        statuses = [e.data for e in await all_events(service, c.id) if e.kind == "status"]
+        assert statuses[-2:] == [
+            {"status": "queued"},
+            {"status": "idle", "reason": "run queue full"},
+        ]
+        assert c.id not in service.runs.handles
 
 
 async def test_parallel_tool_calls_complete_with_lane_sizes_of_one() -> None:
