@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import sqlite3
 import threading
 from pathlib import Path
 from typing import Any
@@ -10,6 +11,7 @@ import pytest
 from laneway.models import AgentSpec, ConversationRecord, ConversationUpdate, NewEvent, utc_now
 from laneway.store import SQLiteEventStore
 from laneway.store._record_cache import RecordCache
+from laneway.store.sqlite import _CONVERSATION_COLUMNS, _record
 
 
 def record(cid: str, **fields: Any) -> ConversationRecord:
@@ -64,11 +66,14 @@ def test_discard_and_capacity_checks() -> None:
 
 def _fresh(store: SQLiteEventStore, cid: str) -> ConversationRecord | None:
     """The record as the database holds it, read past the cache."""
-    other = SQLiteEventStore(store.path)
+    conn = sqlite3.connect(store.path)
     try:
-        return other.get_conversation(cid)
+        row = conn.execute(
+            f"SELECT {_CONVERSATION_COLUMNS} FROM conversations WHERE id = ?", (cid,)
+        ).fetchone()
     finally:
-        other.close()
+        conn.close()
+    return None if row is None else _record(row)
 
 
 def test_store_keeps_cached_records_in_step_with_commits(tmp_path: Path) -> None:

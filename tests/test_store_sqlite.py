@@ -24,7 +24,7 @@ from laneway.models import (
     Status,
     utc_now,
 )
-from laneway.store import NotFound, SQLiteEventStore, _sqlite_schema
+from laneway.store import DatabaseInUse, NotFound, SQLiteEventStore, _sqlite_schema
 from laneway.store._sqlite_query import search_sql, seq_window
 
 
@@ -668,6 +668,18 @@ def test_reopen_keeps_data_and_migrates_only_new_versions(
             assert store.append(cid, [msg("more")])[0].seq == 2 + round_
         finally:
             store.close()
+
+
+def test_one_store_per_database_file(tmp_path: Path) -> None:
+    path = str(tmp_path / "db.sqlite")
+    first = SQLiteEventStore(path)
+    try:
+        with pytest.raises(DatabaseInUse, match="in use by another laneway process"):
+            SQLiteEventStore(path)
+        SQLiteEventStore(":memory:").close()  # private databases share nothing
+    finally:
+        first.close()
+    SQLiteEventStore(path).close()  # closing gave the file back
 
 
 def test_newer_schema_is_refused(tmp_path: Path) -> None:

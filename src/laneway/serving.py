@@ -137,7 +137,10 @@ async def _serve_hypercorn(app: Any, settings: Settings) -> int:
             await hypercorn_serve(cast(Any, app), config, shutdown_trigger=stop.wait)
         except BaseException as exc:
             # hypercorn reports a failed lifespan startup as an exception group.
-            if _is_startup_failure(exc):
+            failure = _startup_failure(exc)
+            if failure is not None:
+                # hypercorn does not say why; its message carries the app's traceback.
+                logging.getLogger("laneway").error("%s", failure)
                 nursery.cancel_scope.cancel()
                 return STARTUP_FAILED
             raise
@@ -145,11 +148,14 @@ async def _serve_hypercorn(app: Any, settings: Settings) -> int:
     return 0
 
 
-def _is_startup_failure(exc: BaseException) -> bool:
+def _startup_failure(exc: BaseException) -> BaseException | None:
     from hypercorn.utils import LifespanFailureError
 
     if isinstance(exc, LifespanFailureError):
-        return True
+        return exc
     if isinstance(exc, BaseExceptionGroup):
-        return any(_is_startup_failure(inner) for inner in exc.exceptions)
-    return False
+        for inner in exc.exceptions:
+            found = _startup_failure(inner)
+            if found is not None:
+                return found
+    return None

@@ -21,6 +21,7 @@ larger pages (8-16 KB) were slower.
 
 from __future__ import annotations
 
+import fcntl
 import functools
 import os
 import sqlite3
@@ -29,7 +30,7 @@ import weakref
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import msgspec
 
@@ -171,21 +172,52 @@ def _event(conversation_id: str, row: tuple[Any, ...]) -> Event:
     return Event(seq, eid, conversation_id, timestamp, kind, source, _decode_data(data))
 
 
+class DatabaseInUse(RuntimeError):
+    """Another process has this database file open as a laneway store."""
+
+
+def _claim(path: str) -> IO[bytes]:
+    """Hold an exclusive lock on ``<path>.lock`` for as long as the store is open.
+
+    The record cache and the timestamp floor are right only if this process
+    makes every write, so a second laneway on the same file is refused at once
+    rather than left to serve stale statuses.
+    """
+    lock = open(f"{path}.lock", "ab")  # noqa: SIM115 -- held until close()
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        lock.close()
+        raise DatabaseInUse(f"{path} is in use by another laneway process") from None
+    return lock
+
+
 class SQLiteEventStore:
-    """An :class:`~laneway.store.base.EventStore` in a SQLite file, or ``":memory:"``."""
+    """An :class:`~laneway.store.base.EventStore` in a SQLite file, or ``":memory:"``.
+
+    One store per file: opening a file that another store (in any process)
+    holds raises :class:`DatabaseInUse`.
+    """
 
     def __init__(self, path: str, *, cached_records: int = RECORD_CACHE_SIZE) -> None:
         self.path = path
         self._records = RecordCache(cached_records)
         self._memory = is_memory(path)
+        self._claim: IO[bytes] | None = None
         if not self._memory:
             Path(path).parent.mkdir(parents=True, exist_ok=True)
+            self._claim = _claim(path)
         self._lock = threading.Lock()
-        self._writer = connect(path, reader=False)
+        try:
+            self._writer = connect(path, reader=False)
+        except BaseException:
+            self._release_claim()
+            raise
         try:
             migrate(self._writer)
         except BaseException:
             self._writer.close()
+            self._release_claim()
             raise
         # The newest stamp held: each conversation's last event, one primary-key
         # lookup per conversation.
@@ -252,6 +284,12 @@ class SQLiteEventStore:
             conn.close()
         with self._lock:
             self._writer.close()
+        self._release_claim()
+
+    def _release_claim(self) -> None:
+        if self._claim is not None:
+            self._claim.close()  # closing the file drops the lock
+            self._claim = None
 
     # -- conversations -------------------------------------------------------
 
