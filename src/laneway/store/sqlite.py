@@ -134,11 +134,6 @@ def _insert_events(
         conn.executemany(_INSERT_EVENT, rows)
 
 
-@functools.cache
-def _insert_events_sql(count: int) -> str:
-    return _INSERT_EVENT + ", (?, ?, ?, ?, ?, ?, ?, ?)" * (count - 1)
-
-
 def _stored(
     conversation_id: str, first_seq: int, now: str, prepared: list[_Prepared]
 ) -> list[Event]:
