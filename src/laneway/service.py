@@ -15,7 +15,7 @@ from typing import Self
 
 import msgspec
 
-from laneway.agents import Agent, AgentConfigError, make_agent, resolve_factory
+from laneway.agents import Agent, AgentConfigError, make_agent
 from laneway.broker import EventBroker
 from laneway.errors import Conflict, InvalidRequest, NotFound, RunNotAdmitted
 from laneway.lanes import LaneFull, Lanes
@@ -264,7 +264,6 @@ class ConversationService:
                 f"agent {spec.kind!r} is not enabled on this server (start it with --agent)"
             )
         try:
-            resolve_factory(spec.kind)
             return make_agent(spec)
         except AgentConfigError as exc:
             raise InvalidRequest(str(exc)) from exc
