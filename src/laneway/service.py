@@ -168,8 +168,9 @@ class ConversationService:
     # -- runs ------------------------------------------------------------------
 
     async def run(self, conversation_id: str) -> Conversation:
-        """Queue a run. Raises Conflict if one is queued or running, LaneFull (as
-        :class:`RunNotAdmitted`) if the run queue is full."""
+        """Queue a run. Raises Conflict if one is queued or running, and LaneFull if
+        the run queue is full (create and send_message wrap it in
+        :class:`RunNotAdmitted`, which carries what they stored)."""
         record = await self._record(conversation_id)
         handle = await self.runs.start(record)
         if handle is None:
