@@ -40,7 +40,8 @@ async def follow(
 ) -> AsyncIterator[Event]:
     """Events with seq > ``after_seq``, in order, without end until the
     conversation is deleted or the broker closes."""
-    if await patiently(io, store.get_conversation, conversation_id) is None:
+    known = store.cached_conversation(conversation_id) is not None
+    if not known and await patiently(io, store.get_conversation, conversation_id) is None:
         raise NotFound(f"no conversation {conversation_id!r}")
     sub = broker.subscribe(conversation_id)
     last = after_seq
