@@ -46,6 +46,20 @@ def gate_spec() -> tuple[AgentSpec, Any]:
     return AgentSpec("tests.agents:make_gate", {"gate": name}), agents.gate(name)
 
 
+@asynccontextmanager
+async def gated_run(
+    service: ConversationService, status: Status = "running", message: str = "a"
+) -> AsyncIterator[Conversation]:
+    """A conversation whose run is held inside its first step until the block ends."""
+    spec, gate = gate_spec()
+    try:
+        conv = await service.create(agent=spec, initial_message=message)
+        await wait_status(service, conv.id, status)
+        yield conv
+    finally:
+        gate.set()
+
+
 async def wait_status(service: ConversationService, cid: str, *statuses: Status) -> None:
     with anyio.fail_after(GUARD_S):
         while (await service.get(cid)).status not in statuses:
@@ -98,10 +112,7 @@ async def test_create_without_message_stays_idle_and_validates_agent() -> None:
 
 async def test_queue_position_is_live_and_pause_removes_queued_run() -> None:
     async with open_service(run_size=1) as service:
-        spec, gate = gate_spec()
-        try:
-            a = await service.create(agent=spec, initial_message="a")
-            await wait_status(service, a.id, "running")
+        async with gated_run(service):
             b = await service.create(initial_message="b")
             c = await service.create(initial_message="c")
             assert (await service.get(b.id)).queue_position == 1
@@ -114,8 +125,6 @@ async def test_queue_position_is_live_and_pause_removes_queued_run() -> None:
             assert (await service.get(c.id)).queue_position == 1
             assert service.lanes.run.snapshot().cancelled_waiting == 1
             assert statuses(await all_events(service, b.id)) == ["idle", "queued", "paused"]
-        finally:
-            gate.set()
         await wait_status(service, c.id, "finished")
         # The paused conversation runs again when asked, and reads its message.
         await service.run(b.id)
@@ -162,18 +171,13 @@ async def test_live_run_fields_count_only_while_the_status_is_active() -> None:
 
 async def test_double_run_is_a_conflict() -> None:
     async with open_service(run_size=1) as service:
-        spec, gate = gate_spec()
-        try:
-            a = await service.create(agent=spec, initial_message="a")
-            await wait_status(service, a.id, "running")
+        async with gated_run(service) as a:
             with pytest.raises(Conflict):
                 await service.run(a.id)
             b = await service.create(initial_message="b")
             assert (await service.get(b.id)).status == "queued"
             with pytest.raises(Conflict):
                 await service.run(b.id)
-        finally:
-            gate.set()
         await wait_status(service, b.id, "finished")
 
 
@@ -214,15 +218,9 @@ async def test_message_without_run_is_kept_for_the_next_run() -> None:
 async def full_run_queue() -> AsyncIterator[tuple[ConversationService, Conversation]]:
     """A service whose run lane (one token, one queue slot) is full, and an idle
     conversation to try it with."""
-    async with open_service(run_size=1, run_max_waiting=1) as service:
-        spec, gate = gate_spec()
-        try:
-            a = await service.create(agent=spec, initial_message="a")
-            await wait_status(service, a.id, "running")
-            await service.create(initial_message="b")  # takes the only queue slot
-            yield service, await service.create()
-        finally:
-            gate.set()
+    async with open_service(run_size=1, run_max_waiting=1) as service, gated_run(service):
+        await service.create(initial_message="b")  # takes the only queue slot
+        yield service, await service.create()
 
 
 async def test_full_run_queue_rejects_but_keeps_the_message() -> None:
@@ -308,14 +306,9 @@ async def test_agent_exception_ends_in_error_with_token_back() -> None:
 
 async def test_step_over_timeout_is_marked_stuck_and_run_ends_when_it_returns() -> None:
     async with open_service(step_timeout_s=0.1) as service:
-        spec, gate = gate_spec()
-        try:
-            conv = await service.create(agent=spec, initial_message="slow")
-            await wait_status(service, conv.id, "stuck")
+        async with gated_run(service, "stuck", "slow") as conv:
             with pytest.raises(Conflict):
                 await service.run(conv.id)
-        finally:
-            gate.set()
         await wait_idle_lane(service)
         events = await all_events(service, conv.id)
         assert statuses(events) == ["idle", "queued", "running", "stuck"]
@@ -482,16 +475,11 @@ async def test_list_count_and_delete() -> None:
 
 async def test_delete_pauses_a_run_in_flight() -> None:
     async with open_service(run_size=1) as service:
-        spec, gate = gate_spec()
-        try:
-            a = await service.create(agent=spec, initial_message="a")
-            await wait_status(service, a.id, "running")
+        async with gated_run(service) as a:
             b = await service.create(initial_message="b")
             await service.delete(b.id)  # queued: leaves the queue
             assert service.lanes.run.waiting == 0
             await service.delete(a.id)  # running: stops at its step boundary
-        finally:
-            gate.set()
         await wait_idle_lane(service)
         assert await service.count_conversations() == 0
 
