@@ -55,21 +55,30 @@ async def probe_once(pool: ConnectionPool, probe: Probe) -> ProbeSample:
 
 
 async def probe_stream(
-    pool: ConnectionPool, probes: Sequence[Probe], rate_hz: float, duration_s: float
-) -> list[ProbeSample]:
-    """Send ``rate_hz`` probes a second for ``duration_s``, taking the kinds in
-    turn; return once every probe has been answered or has timed out."""
-    samples: list[ProbeSample] = []
-    total = round(rate_hz * duration_s)
+    targets: Sequence[tuple[ConnectionPool, Sequence[Probe]]], rate_hz: float, duration_s: float
+) -> list[list[ProbeSample]]:
+    """Send each target ``rate_hz`` probes a second for ``duration_s``, taking its
+    kinds in turn; return each target's samples once every probe has been
+    answered or has timed out.
+
+    With several targets, their probes alternate at even spacing, so that every
+    target sees the same moments of the machine's noise, and no two probes
+    arrive at once."""
+    samples: list[list[ProbeSample]] = [[] for _ in targets]
+    per_target = round(rate_hz * duration_s)
+    tick_s = 1 / (rate_hz * len(targets))
     start = time.perf_counter()
 
-    async def one(probe: Probe) -> None:
-        samples.append(await probe_once(pool, probe))
+    async def one(target: int, probe: Probe) -> None:
+        pool, _ = targets[target]
+        samples[target].append(await probe_once(pool, probe))
 
     async with asyncio.TaskGroup() as tg:
-        for index in range(total):
-            delay = start + index / rate_hz - time.perf_counter()
+        for tick in range(per_target * len(targets)):
+            delay = start + tick * tick_s - time.perf_counter()
             if delay > 0:
                 await asyncio.sleep(delay)
-            tg.create_task(one(probes[index % len(probes)]))
+            index, target = divmod(tick, len(targets))
+            probes = targets[target][1]
+            tg.create_task(one(target, probes[index % len(probes)]))
     return samples

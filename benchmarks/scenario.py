@@ -13,6 +13,13 @@ The phases, on a fresh server:
    behind the runs, and that starvation is part of what is measured;
 4. loaded: the same probes for ``loaded_s``, while the lanes are read at the
    window's start and end for run throughput and run queue wait.
+
+With ``twin``, a second server of the same configuration, given only its own
+probe conversation, is probed in the loaded window too, its probes alternating
+with the loaded server's. Its latencies are the idle figures taken side by side
+with the loaded ones: the two windows of one server are seconds apart, and the
+machine's noise (CPU steal above all) differs between them by more than a few
+slow probes, which is all a p99 is.
 """
 
 from __future__ import annotations
@@ -27,15 +34,17 @@ from typing import Any
 
 import httpx
 
+from benchmarks.httpraw import ConnectionPool
 from benchmarks.machine import CpuTimes
 from benchmarks.probes import (
+    Probe,
     ProbeSample,
     conversation_probes,
     probe_once,
     probe_pool,
     probe_stream,
 )
-from benchmarks.server import ServerOptions, running_server
+from benchmarks.server import Server, ServerOptions, running_server
 from benchmarks.stats import Histogram, Summary
 from benchmarks.workload import SimWorkload, StartedRuns, start_runs, wait_finished
 
@@ -55,6 +64,7 @@ class Scenario:
     idle_s: float
     loaded_s: float
     probe_rate_hz: float
+    twin: bool = False
 
     @property
     def planned_s(self) -> float:
@@ -92,6 +102,9 @@ class ScenarioResult:
     server_killed: bool
     # Share of the machine's CPU time taken by the host while this ran.
     steal_percent: float
+    # The twin server's probes in the loaded window; None without a twin.
+    twin: Summary | None = None
+    # Per probe kind, the phases "idle" and "loaded", and "twin" with a twin.
     by_kind: dict[str, dict[str, Summary]] = field(default_factory=dict)
 
     @property
@@ -117,8 +130,9 @@ async def _read_lanes(client: httpx.AsyncClient) -> _LaneReading:
 
 def run_scenario(scenario: Scenario, note: Callable[[str], None]) -> ScenarioResult:
     cpu = CpuTimes.now()
-    with running_server(scenario.server) as server:
-        result = asyncio.run(_measure(scenario, server.base_url, server.port, note))
+    twin_server = running_server(scenario.server) if scenario.twin else contextlib.nullcontext()
+    with running_server(scenario.server) as server, twin_server as twin:
+        result = asyncio.run(_measure(scenario, server, twin, note))
         note("stopping the server")
         status = server.sampler.sample()
     result.peak_threads = server.sampler.peak_threads
@@ -135,26 +149,35 @@ def _client(base_url: str) -> httpx.AsyncClient:
     return httpx.AsyncClient(base_url=base_url, limits=limits, timeout=HTTPX_TIMEOUT_S)
 
 
-async def _measure(
-    scenario: Scenario, base_url: str, port: int, note: Callable[[str], None]
-) -> ScenarioResult:
-    workload = scenario.workload
-    pool = probe_pool(port)
-    # Runs are created on their own client, so their connections never delay a probe.
-    async with _client(base_url) as client, _client(base_url) as load_client:
-        note("setting up the probe conversation")
+async def _probe_target(server: Server) -> tuple[ConnectionPool, list[Probe]]:
+    """A pool of probe connections to ``server``, and its probes, on a conversation
+    of its own that has run to the end."""
+    async with _client(server.base_url) as client:
         response = await client.post("/api/conversations", json=PROBE_CONVERSATION.create_body())
         response.raise_for_status()
         conversation_id = response.json()["id"]
         await wait_finished(client, conversation_id, SETUP_GUARD_S)
-        probes = conversation_probes(conversation_id)
-        # Opens the connections and the io lane's threads, which are not what is measured.
-        for index in range(WARMUP_PROBES):
-            await probe_once(pool, probes[index % len(probes)])
+    pool = probe_pool(server.port)
+    probes = conversation_probes(conversation_id)
+    # Opens the connections and the io lane's threads, which are not what is measured.
+    for index in range(WARMUP_PROBES):
+        await probe_once(pool, probes[index % len(probes)])
+    return pool, probes
 
+
+async def _measure(
+    scenario: Scenario, server: Server, twin: Server | None, note: Callable[[str], None]
+) -> ScenarioResult:
+    workload = scenario.workload
+    note("setting up the probe conversation" + ("s" if twin is not None else ""))
+    target = await _probe_target(server)
+    targets = [target] if twin is None else [target, await _probe_target(twin)]
+    probes = target[1]
+    # Runs are created on their own client, so their connections never delay a probe.
+    async with _client(server.base_url) as client, _client(server.base_url) as load_client:
         note(f"idle probes for {scenario.idle_s:g} s")
         rate = scenario.probe_rate_hz
-        idle = await probe_stream(pool, probes, rate, scenario.idle_s)
+        (idle,) = await probe_stream([target], rate, scenario.idle_s)
 
         note(f"starting {scenario.runs} runs")
         before = await _read_lanes(client)
@@ -172,12 +195,13 @@ async def _measure(
             return await _read_lanes(client)
 
         end_task = asyncio.create_task(read_at_window_end())
-        loaded = await probe_stream(pool, probes, rate, scenario.loaded_s)
+        loaded, *twin_idle = await probe_stream(targets, rate, scenario.loaded_s)
         end = await end_task
         load.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await load
-        await pool.close()
+        for each_pool, _ in targets:
+            await each_pool.close()
 
     completed_tools = end.lanes["tool"]["completed"] - start.lanes["tool"]["completed"]
     # Every step asks for tools_per_step tool calls, so finished tool calls count
@@ -207,7 +231,7 @@ async def _measure(
         rejected_lane=end.lanes["run"]["rejected"] - before.lanes["run"]["rejected"],
         failed_creates=started.failed,
         unanswered_creates=scenario.runs - started.created - started.rejected - started.failed,
-        probe_failures=sum(not s.ok for s in idle + loaded),
+        probe_failures=sum(not s.ok for samples in (idle, loaded, *twin_idle) for s in samples),
         open_s=open_s,
         running_at_open=start.lanes["run"]["running"],
         waiting_at_open=start.lanes["run"]["waiting"],
@@ -216,8 +240,10 @@ async def _measure(
         hwm_mib=math.nan,
         server_killed=False,
         steal_percent=math.nan,
+        twin=_summary(twin_idle[0]) if twin_idle else None,
         by_kind={
             kind: {"idle": _summary(idle, kind), "loaded": _summary(loaded, kind)}
+            | ({"twin": _summary(twin_idle[0], kind)} if twin_idle else {})
             for kind in sorted({p.kind for p in probes})
         },
     )
