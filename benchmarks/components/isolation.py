@@ -36,6 +36,8 @@ PROBE_RATE_HZ = 200.0
 # 1,000 probes of each kind a window: a p99 is then the tenth-slowest probe.
 # The window closes before the first runs end (20 steps of a second).
 WINDOW_S = 10.0
+# A twin p99 above this multiple of the own idle window's p99 is flagged.
+STALL_FACTOR = 2.0
 
 
 def label(backend: str, workload: SimWorkload) -> str:
@@ -56,6 +58,20 @@ def scenario(quick: bool, backend: str, workload: SimWorkload) -> Scenario:
     )
 
 
+def _twin_stalled(twin_p99: float, idle_p99: float) -> str:
+    """A warning when the idle twin was itself much slower than an idle server.
+
+    Then something stalled the whole machine during the window, and a ratio near
+    1 says only that both servers waited through it; the load on the same two
+    cores may also have slowed the twin."""
+    if twin_p99 <= STALL_FACTOR * idle_p99:
+        return ""
+    return (
+        f"the idle twin's p99 was {twin_p99 / idle_p99:.1f}x the loaded server's own idle "
+        "window's: the machine stalled during the window; not to be trusted"
+    )
+
+
 def summarise(result: ScenarioResult, workload: SimWorkload) -> ComponentResult:
     figures = []
     for kind, label in (("status", "status read"), ("search", "event search")):
@@ -70,6 +86,7 @@ def summarise(result: ScenarioResult, workload: SimWorkload) -> ComponentResult:
                 "",
                 TARGET_RATIO,
                 "lower",
+                note=_twin_stalled(twin.p99, idle.p99),
             )
         )
         figures.append(
