@@ -281,6 +281,43 @@ async def test_cancel_while_waiting_is_counted_and_frees_nothing() -> None:
     check_invariant(lane)
 
 
+async def test_positions_follow_the_queue_as_waiters_leave() -> None:
+    lane = Lane("run", 0, size=1, max_waiting=10)
+    keys = [f"w{i}" for i in range(5)]
+    gates = {key: anyio.Event() for key in ["holder", *keys]}
+    scopes: dict[str, anyio.CancelScope] = {}
+
+    async def hold(key: str) -> None:
+        with anyio.CancelScope() as scope:
+            scopes[key] = scope
+            async with lane.hold(ticket=key):
+                await gates[key].wait()
+
+    def positions() -> dict[str, int | None]:
+        return {key: lane.position(key) for key in keys}
+
+    with anyio.fail_after(GUARD_S):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(hold, "holder")
+            await wait_until(lambda: lane.running == 1)
+            for key in keys:
+                tg.start_soon(hold, key)
+                await wait_until(lambda key=key: lane.position(key) is not None)
+            assert positions() == {"w0": 1, "w1": 2, "w2": 3, "w3": 4, "w4": 5}
+
+            scopes["w2"].cancel()  # leaves from the middle
+            await wait_until(lambda: lane.waiting == 4)
+            assert positions() == {"w0": 1, "w1": 2, "w2": None, "w3": 3, "w4": 4}
+
+            gates["holder"].set()  # w0 leaves from the head with the token
+            await wait_until(lambda: lane.waiting == 3)
+            assert positions() == {"w0": None, "w1": 1, "w2": None, "w3": 2, "w4": 3}
+            assert lane.snapshot().cancelled_waiting == 1
+            for gate in gates.values():
+                gate.set()
+    check_invariant(lane)
+
+
 async def test_cancel_while_running_keeps_token_until_thread_ends() -> None:
     lane = Lane("run", 0, size=1, max_waiting=5)
     entered = threading.Event()

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import time
+from bisect import bisect_left
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from contextvars import ContextVar
@@ -98,6 +99,43 @@ class LaneSnapshot(msgspec.Struct, frozen=True):
     service_time: HistogramSnapshot
 
 
+class _WaitQueue:
+    """A lane's waiters in arrival order, which is the order the limiter serves.
+
+    Each waiter's 1-based place is found by bisection rather than by walking the
+    queue: every status read of a queued conversation asks for it, on the event
+    loop, and the run queue may hold 10,000 (walking it took ~0.4 ms a read).
+    """
+
+    def __init__(self) -> None:
+        # key -> (arrival ticket, time requested); insertion-ordered, oldest first.
+        self._entries: dict[object, tuple[int, float]] = {}
+        # The tickets of the waiters still here, ascending.
+        self._tickets: list[int] = []
+        self._next_ticket = 0
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def add(self, key: object, requested: float) -> None:
+        ticket = self._next_ticket
+        self._next_ticket += 1
+        self._entries[key] = (ticket, requested)
+        self._tickets.append(ticket)
+
+    def remove(self, key: object) -> None:
+        ticket, _ = self._entries.pop(key)
+        del self._tickets[bisect_left(self._tickets, ticket)]
+
+    def position(self, key: object) -> int | None:
+        entry = self._entries.get(key)
+        return None if entry is None else bisect_left(self._tickets, entry[0]) + 1
+
+    def oldest_requested(self) -> float | None:
+        first = next(iter(self._entries.values()), None)
+        return None if first is None else first[1]
+
+
 class Lane:
     """A named, ranked capacity limiter with bounded waiting and counters.
 
@@ -125,9 +163,7 @@ class Lane:
         # The lane's own token is the real bound on threads; this limiter only
         # satisfies to_thread's signature without adding a second, shared bound.
         self._thread_limiter = anyio.CapacityLimiter(math.inf)
-        # Insertion-ordered: the first entry is the oldest waiter, and a key's
-        # index is its place in the FIFO queue of the limiter.
-        self._waiters: dict[object, float] = {}
+        self._waiters = _WaitQueue()
         self._running = 0
         self._peak_waiting = 0
         self._admitted = 0
@@ -163,10 +199,7 @@ class Lane:
 
     def position(self, ticket: object) -> int | None:
         """The 1-based queue position of the waiter registered as ``ticket``."""
-        for index, key in enumerate(self._waiters, start=1):
-            if key == ticket:
-                return index
-        return None
+        return self._waiters.position(ticket)
 
     def retry_after(self) -> float:
         """Seconds until a new caller would likely get a token, from queue depth and
@@ -219,7 +252,7 @@ class Lane:
     def check_admission(self) -> None:
         """Raise :class:`LaneFull` (counted as rejected) if :meth:`hold` would refuse
         a caller now. A later hold can still be refused if others queue meanwhile."""
-        blocked = self._limiter.available_tokens < 1 or bool(self._waiters)
+        blocked = self._limiter.available_tokens < 1 or len(self._waiters) > 0
         if blocked and len(self._waiters) >= self.max_waiting:
             raise self._reject()
 
@@ -236,7 +269,7 @@ class Lane:
     ) -> None:
         if len(self._waiters) >= self.max_waiting:
             raise self._reject()
-        self._waiters[key] = requested
+        self._waiters.add(key, requested)
         self._peak_waiting = max(self._peak_waiting, len(self._waiters))
         try:
             if on_enqueued is not None:
@@ -246,7 +279,7 @@ class Lane:
             self._cancelled_waiting += 1
             raise
         finally:
-            del self._waiters[key]
+            self._waiters.remove(key)
 
     def _finish(self, service_s: float, succeeded: bool) -> None:
         self._running -= 1
@@ -285,7 +318,7 @@ class Lane:
         )
 
     def snapshot(self) -> LaneSnapshot:
-        oldest = next(iter(self._waiters.values()), None)
+        oldest = self._waiters.oldest_requested()
         return LaneSnapshot(
             name=self.name,
             rank=self.rank,
