@@ -10,7 +10,7 @@ import anyio
 import pytest
 
 from laneway.broker import EventBroker
-from laneway.errors import Conflict, InvalidRequest, NotFound, RunNotAdmitted
+from laneway.errors import Conflict, InvalidRequest, NotFound, RunNotAdmitted, ShuttingDown
 from laneway.lanes import SHARED_POOL_SIZE, LaneFull, Lanes, LanesConfig
 from laneway.models import AgentSpec, Conversation, ConversationUpdate, Event, EventFilter, Status
 from laneway.runner import RunHandle, status_event
@@ -108,6 +108,22 @@ async def test_create_without_message_stays_idle_and_validates_agent() -> None:
             await service.create(agent=AgentSpec("os:system"))
         with pytest.raises(InvalidRequest, match="sim config"):
             await service.create(agent=AgentSpec("sim", {"steps": "many"}))
+
+
+async def test_no_run_is_admitted_once_shutdown_begins() -> None:
+    async with open_service() as service:
+        idle = await service.create()
+        service.runs.stop_admitting()
+        with pytest.raises(ShuttingDown):
+            await service.run(idle.id)
+        # Refused before anything is stored: the caller never learns the id of a
+        # conversation created for a run that was refused.
+        with pytest.raises(ShuttingDown):
+            await service.create(initial_message="refused")
+        assert await service.count_conversations() == 1
+        assert (await service.get(idle.id)).status == "idle"
+        # Without a run, creating still works.
+        assert (await service.create(title="later")).status == "idle"
 
 
 async def test_queue_position_is_live_and_pause_removes_queued_run() -> None:
@@ -255,6 +271,21 @@ async def test_queue_filled_while_queued_was_written_puts_the_status_back(
             {"status": "idle", "reason": "run queue full"},
         ]
         assert c.id not in service.runs.handles
+
+        # A new conversation is created already queued, so it is put back too.
+        with pytest.raises(RunNotAdmitted) as created:
+            await service.create(initial_message="kept")
+        new = created.value.conversation
+        assert new is not None
+        assert (new.status, new.queue_position) == ("idle", None)
+        events = await all_events(service, new.id)
+        assert [(e.kind, e.data) for e in events] == [
+            ("status", {"status": "idle", "reason": "created"}),
+            ("message", {"text": "kept"}),
+            ("status", {"status": "queued"}),
+            ("status", {"status": "idle", "reason": "run queue full"}),
+        ]
+        assert new.id not in service.runs.handles
 
 
 async def test_parallel_tool_calls_complete_with_lane_sizes_of_one() -> None:

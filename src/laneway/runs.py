@@ -101,11 +101,28 @@ class Runs:
                 ConversationUpdate(status="paused"),
             )
 
-    async def start(self, record: ConversationRecord) -> RunHandle | None:
-        """Queue a run of ``record``; None if one is already queued or running.
-        Raises ShuttingDown, or LaneFull when the run queue is full."""
+    def check_admission(self) -> None:
+        """Raise ShuttingDown, or LaneFull (counted as rejected), if a run could not
+        be queued now."""
+        self._check_admitting()
+        self.lanes.run.check_admission()
+
+    def _check_admitting(self) -> None:
         if not self._admitting or self._tg is None:
             raise ShuttingDown("the server is shutting down and admits no new runs")
+
+    async def start(
+        self, record: ConversationRecord, *, queued_stored: bool = False
+    ) -> RunHandle | None:
+        """Queue a run of ``record``; None if one is already queued or running.
+        Raises ShuttingDown, or LaneFull when the run queue is full.
+
+        ``queued_stored``: the caller has already stored the "queued" status, as
+        a new conversation is created queued in the same write. ``record`` is
+        then still the record as it was before that status.
+        """
+        self._check_admitting()
+        assert self._tg is not None
         cid = record.id
         if cid in self.handles:
             return None
@@ -118,13 +135,14 @@ class Runs:
         # forever. Shielded, so that a client going away cannot leave the status
         # "queued" with no run behind it.
         with anyio.CancelScope(shield=True):
-            try:
-                await self._append(
-                    cid, [status_event("queued")], ConversationUpdate(status="queued")
-                )
-            except BaseException:
-                del self.handles[cid]
-                raise
+            if not queued_stored:
+                try:
+                    await self._append(
+                        cid, [status_event("queued")], ConversationUpdate(status="queued")
+                    )
+                except BaseException:
+                    del self.handles[cid]
+                    raise
             try:
                 # On LaneFull the task's own cleanup forgets the handle again.
                 await self._tg.start(self._run_task, handle, record)

@@ -32,7 +32,7 @@ from laneway.models import (
     Status,
     utc_now,
 )
-from laneway.runner import status_event
+from laneway.runner import RunHandle, status_event
 from laneway.runs import Runs
 from laneway.store.base import EventStore
 from laneway.subscriptions import follow
@@ -124,15 +124,31 @@ class ConversationService:
         events = [status_event("idle", "created")]
         if initial_message is not None:
             events.append(NewEvent("message", "user", {"text": initial_message}))
+        if not (run if run is not None else initial_message is not None):
+            await self._store_new(record, instance, events)
+            return self._view(record)
+        try:
+            self.runs.check_admission()
+        except LaneFull as exc:
+            # The conversation and its message are kept; only the run waits.
+            await self._store_new(record, instance, events)
+            raise RunNotAdmitted(exc, conversation=await self.get(record.id)) from exc
+        # Created already queued: one write instead of a create and then a status.
+        queued = msgspec.structs.replace(record, status="queued")
+        await self._store_new(queued, instance, [*events, status_event("queued")])
+        try:
+            handle = await self.runs.start(record, queued_stored=True)
+        except LaneFull as exc:
+            raise RunNotAdmitted(exc, conversation=await self.get(record.id)) from exc
+        assert handle is not None, "a new conversation has no run yet"
+        return await self._started_view(record.id, handle)
+
+    async def _store_new(
+        self, record: ConversationRecord, agent: Agent, events: list[NewEvent]
+    ) -> None:
         stored = await self.lanes.io.run_sync(self.store.create_conversation, record, events)
-        self.runs.agents[record.id] = instance
+        self.runs.agents[record.id] = agent
         self.broker.publish(record.id, stored)
-        if run if run is not None else initial_message is not None:
-            try:
-                return await self.run(record.id)
-            except LaneFull as exc:
-                raise RunNotAdmitted(exc, conversation=await self.get(record.id)) from exc
-        return self._view(record)
 
     async def get(self, conversation_id: str) -> Conversation:
         return self._view(await self._record(conversation_id))
@@ -175,6 +191,9 @@ class ConversationService:
         handle = await self.runs.start(record)
         if handle is None:
             raise Conflict(f"conversation {conversation_id!r} already has a run in progress")
+        return await self._started_view(conversation_id, handle)
+
+    async def _started_view(self, conversation_id: str, handle: RunHandle) -> Conversation:
         # The state at admission: a short run may already have finished by the
         # time the store is read again, and the caller asked about starting it.
         view = self._view(await self._record(conversation_id))
