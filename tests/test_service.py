@@ -539,6 +539,35 @@ async def test_close_pauses_runs_and_leaves_store_consistent(tmp_path: Path) -> 
         store.close()
 
 
+async def test_close_pauses_a_run_queue_longer_than_the_io_queue(tmp_path: Path) -> None:
+    # One io call per queued run would overflow this io lane (1 running, 1
+    # waiting) and leave conversations "queued" in the store.
+    db = str(tmp_path / "laneway.db")
+    spec, gate = gate_spec()
+    try:
+        async with open_service(
+            db, run_size=1, io_size=1, io_max_waiting=1, shutdown_grace_s=0.2
+        ) as service:
+            a = await service.create(agent=spec, initial_message="a")
+            await wait_status(service, a.id, "running")
+            queued = [(await service.create(initial_message=f"q{i}")).id for i in range(6)]
+            assert service.lanes.run.waiting == 6
+    finally:
+        gate.set()
+    store = SQLiteEventStore(db)
+    try:
+        for cid in queued:
+            record = store.get_conversation(cid)
+            assert record is not None
+            assert record.status == "paused"
+            last = store.get_event(cid, record.last_seq)
+            assert last is not None
+            assert last.data == {"status": "paused", "reason": "paused while queued"}
+        assert store.count_by_status()["queued"] == 0
+    finally:
+        store.close()
+
+
 async def test_unknown_conversation_is_not_found() -> None:
     async with open_service() as service:
         for call in (

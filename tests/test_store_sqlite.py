@@ -625,6 +625,21 @@ def test_recover_interrupted(store: SQLiteEventStore) -> None:
     assert store.recover_interrupted("again") == []
 
 
+def test_mark_paused_in_one_call_skips_the_gone(store: SQLiteEventStore) -> None:
+    first, second = create(store, "queued", [msg("a")]), create(store, "queued")
+    stored = store.mark_paused([first, "gone", second], "paused while queued")
+    assert sorted(stored) == sorted([first, second])
+    expected = {"status": "paused", "reason": "paused while queued"}
+    for cid, seq in ((first, 2), (second, 1)):
+        [event] = stored[cid]
+        assert (event.seq, event.kind, event.data) == (seq, "status", expected)
+        assert store.get_event(cid, seq) == event
+        got = store.get_conversation(cid)
+        assert got is not None
+        assert (got.status, got.last_seq, got.updated_at) == ("paused", seq, event.timestamp)
+    assert store.mark_paused([], "nothing") == {}
+
+
 # -- schema and connections --------------------------------------------------------
 
 

@@ -61,6 +61,9 @@ class RunHandle:
         self.pause_requested = False
         self.deleted = False
         self.abandoned = False
+        # Taken out of the run queue at shutdown; its pause is written in one
+        # batch with the others rather than by its own task.
+        self.paused_at_shutdown = False
         # Messages sent with run=true that the service counted for this run.
         self.messages_received = 0
         # False once the run has agreed to end; later messages start a new run.

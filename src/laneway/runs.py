@@ -27,6 +27,7 @@ log = logging.getLogger("laneway.runs")
 
 Append = Callable[[str, Sequence[NewEvent], ConversationUpdate | None], Awaitable[list[Event]]]
 ReadRecord = Callable[[str], Awaitable[ConversationRecord]]
+QUEUED_REASON = "paused while queued"
 
 
 class Runs:
@@ -83,10 +84,22 @@ class Runs:
         """Stop admitting, pause every run, wait up to the grace period, then leave
         behind (marked paused in the store) any run whose step will not return."""
         self.stop_admitting()
+        queued = []
         for handle in list(self.handles.values()):
             handle.pause_requested = True
             if not handle.admitted:
+                # One not yet in the queue may still be writing "queued"; its
+                # task writes its pause after that, as on any pause.
+                if handle.enqueued:
+                    handle.paused_at_shutdown = True
+                    queued.append(handle.conversation_id)
                 handle.scope.cancel()
+        if queued:
+            # One io call for them all: one each could overflow the io lane's
+            # queue, since the run queue is allowed to be far longer.
+            stored = await self.lanes.io.run_sync(self.store.mark_paused, queued, QUEUED_REASON)
+            for cid, events in stored.items():
+                self.broker.publish(cid, events)
         with anyio.move_on_after(self.shutdown_grace_s):
             for handle in list(self.handles.values()):
                 await handle.done.wait()
@@ -191,7 +204,8 @@ class Runs:
                         agent = await lane.to_thread(runner.execute, abandon_on_cancel=True)
                         if agent is not None and not handle.deleted:
                             self.agents[cid] = agent
-            if not handle.admitted and not handle.deleted and not handle.abandoned:
+            written_elsewhere = handle.deleted or handle.abandoned or handle.paused_at_shutdown
+            if not handle.admitted and not written_elsewhere:
                 await self._write_queued_pause(handle)
         finally:
             with anyio.CancelScope(shield=True):
@@ -206,7 +220,7 @@ class Runs:
     async def _write_queued_pause(self, handle: RunHandle) -> None:
         await self._append(
             handle.conversation_id,
-            [status_event("paused", "paused while queued")],
+            [status_event("paused", QUEUED_REASON)],
             ConversationUpdate(status="paused"),
         )
 

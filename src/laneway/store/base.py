@@ -93,4 +93,10 @@ class EventStore(Protocol):
         carrying ``reason``; return their ids. Called once at startup."""
         ...
 
+    def mark_paused(self, conversation_ids: Sequence[str], reason: str) -> dict[str, list[Event]]:
+        """Mark these conversations paused, each with a status event carrying
+        ``reason``, in one transaction; return the events stored, by id. Ids of
+        conversations that no longer exist are left out."""
+        ...
+
     def close(self) -> None: ...

@@ -365,19 +365,43 @@ class SQLiteEventStore:
         return cur.rowcount > 0
 
     def recover_interrupted(self, reason: str) -> list[str]:
-        event = NewEvent("status", "system", {"status": "paused", "reason": reason})
-        update = ConversationUpdate(status="paused")
         active = sorted(ACTIVE_STATUSES)
         marks = ", ".join("?" * len(active))
         sql = f"SELECT id FROM conversations WHERE status IN ({marks}) ORDER BY pk"
         with self._write() as conn:
             ids: list[str] = [row[0] for row in conn.execute(sql, active).fetchall()]
-            requests = [_Append(cid, _prepare([event]), update) for cid in ids]
-            for request in requests:
-                self._append_locked(conn, request)
+            requests = self._pause_locked(conn, ids, reason)
         for request in requests:
             self._committed(request)
         return ids
+
+    def mark_paused(self, conversation_ids: Sequence[str], reason: str) -> dict[str, list[Event]]:
+        with self._write() as conn:
+            requests = self._pause_locked(conn, conversation_ids, reason)
+        stored = {}
+        for request in requests:
+            self._committed(request)
+            stored[request.conversation_id] = _stored(
+                request.conversation_id, request.first_seq, request.now, request.prepared
+            )
+        return stored
+
+    def _pause_locked(
+        self, conn: sqlite3.Connection, conversation_ids: Sequence[str], reason: str
+    ) -> list[_Append]:
+        """Append a paused status to each conversation that exists; the write lock
+        and a transaction are held."""
+        event = NewEvent("status", "system", {"status": "paused", "reason": reason})
+        update = ConversationUpdate(status="paused")
+        written = []
+        for cid in conversation_ids:
+            request = _Append(cid, _prepare([event]), update)
+            try:
+                self._append_locked(conn, request)
+            except NotFound:
+                continue
+            written.append(request)
+        return written
 
     # -- events --------------------------------------------------------------
 
