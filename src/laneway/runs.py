@@ -132,14 +132,22 @@ class Runs:
 
         ``queued_stored``: the caller has already stored the "queued" status, as
         a new conversation is created queued in the same write. ``record`` is
-        then still the record as it was before that status.
+        then still the record as it was before that status, which is put back
+        if the run is refused after all.
         """
-        self._check_admitting()
-        assert self._tg is not None
         cid = record.id
-        if cid in self.handles:
-            return None
-        self.lanes.run.check_admission()
+        try:
+            self._check_admitting()
+            if cid in self.handles:
+                return None
+            self.lanes.run.check_admission()
+        except (ShuttingDown, LaneFull) as exc:
+            if queued_stored:
+                # Refused while the caller was storing "queued".
+                full = isinstance(exc, LaneFull)
+                await self._put_back(record, "run queue full" if full else "server shutting down")
+            raise
+        assert self._tg is not None
         handle = RunHandle(cid)
         self.handles[cid] = handle
         # "queued" is written before the run can take a token: a run must never
@@ -161,14 +169,20 @@ class Runs:
                 await self._tg.start(self._run_task, handle, record)
             except LaneFull:
                 # Others filled the queue while "queued" was being written.
-                await self._append(
-                    cid,
-                    [status_event(record.status, "run queue full")],
-                    ConversationUpdate(status=record.status),
-                )
+                await self._put_back(record, "run queue full")
                 raise
         log.debug("run %s queued", cid)
         return handle
+
+    async def _put_back(self, record: ConversationRecord, reason: str) -> None:
+        """Restore the status ``record`` had before "queued" was stored. Shielded:
+        a client going away must not leave "queued" with no run behind it."""
+        with anyio.CancelScope(shield=True):
+            await self._append(
+                record.id,
+                [status_event(record.status, reason)],
+                ConversationUpdate(status=record.status),
+            )
 
     async def _run_task(
         self,
