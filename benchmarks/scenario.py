@@ -102,8 +102,6 @@ class ScenarioResult:
     server_killed: bool
     # Share of the machine's CPU time taken by the host while this ran.
     steal_percent: float
-    # The twin server's probes in the loaded window; None without a twin.
-    twin: Summary | None = None
     # Per probe kind, the phases "idle" and "loaded", and "twin" with a twin.
     by_kind: dict[str, dict[str, Summary]] = field(default_factory=dict)
 
@@ -240,7 +238,6 @@ async def _measure(
         hwm_mib=math.nan,
         server_killed=False,
         steal_percent=math.nan,
-        twin=_summary(twin_idle[0]) if twin_idle else None,
         by_kind={
             kind: {"idle": _summary(idle, kind), "loaded": _summary(loaded, kind)}
             | ({"twin": _summary(twin_idle[0], kind)} if twin_idle else {})
