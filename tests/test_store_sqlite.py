@@ -25,7 +25,7 @@ from laneway.models import (
     utc_now,
 )
 from laneway.store import DatabaseInUse, NotFound, SQLiteEventStore, _sqlite_schema
-from laneway.store._sqlite_query import search_sql, seq_window
+from laneway.store._sqlite_query import event_where, search_sql, seq_window
 
 
 @pytest.fixture(params=["memory", "file"])
@@ -578,25 +578,33 @@ def test_a_reopened_store_never_stamps_earlier_than_what_it_holds(
         store.close()
 
 
-def test_schema_2_drops_the_timestamp_index_and_keeps_the_data(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize("version", [1, 2])
+def test_older_schemas_migrate_to_one_kind_source_index_and_keep_the_data(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, version: int
 ) -> None:
-    path = str(tmp_path / "v1.db")
+    path = str(tmp_path / f"v{version}.db")
     full = _sqlite_schema.MIGRATIONS
-    monkeypatch.setattr(_sqlite_schema, "MIGRATIONS", full[:1])
+    monkeypatch.setattr(_sqlite_schema, "MIGRATIONS", full[:version])
     store = SQLiteEventStore(path)
-    cid = create(store, events=[msg("kept")])
+    cid = create(store, events=[msg("kept"), NewEvent("tool_result", "tool", {})])
     store.close()
     monkeypatch.setattr(_sqlite_schema, "MIGRATIONS", full)
     store = SQLiteEventStore(path)
     try:
-        assert read_pragma(store, "user_version") == 2
+        assert read_pragma(store, "user_version") == len(full)
         with store._read() as conn:
-            names = {r[0] for r in conn.execute("SELECT name FROM sqlite_master")}
-        assert "events_timestamp" not in names
-        assert {"events_kind", "events_source"} <= names
-        [event] = all_events(store, cid)
-        assert store.count_events(cid, EventFilter(since=event.timestamp)) == 1
+            names = {
+                r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'index'")
+            }
+        assert {"events_kind_source", "conversations_status"} <= names
+        assert not names & {"events_timestamp", "events_kind", "events_source"}
+        first, second = all_events(store, cid)
+        assert store.count_events(cid, EventFilter(since=second.timestamp)) == 2
+        assert store.count_events(cid, EventFilter(source="tool")) == 1
+        found, _ = store.search_events(
+            cid, EventFilter(kind="message"), order="asc", limit=5, cursor=None
+        )
+        assert found == [first]
     finally:
         store.close()
 
@@ -713,14 +721,24 @@ def test_searches_use_indexes(store: SQLiteEventStore) -> None:
         return [row[-1] for row in rows]
 
     cid = create(store)
-    sql, params = search_sql("seq", cid, EventFilter(kind="message"), "asc", 10, None)
-    details = plan(sql, params)
-    assert any("events_kind" in d for d in details), details
-    assert not any(d.startswith("SCAN events") for d in details), details
-    assert not any("TEMP B-TREE" in d for d in details), details
-
-    sql, params = search_sql("seq", cid, EventFilter(source="user"), "desc", 10, None)
-    assert any("events_source" in d for d in plan(sql, params))
+    for flt, order in [
+        (EventFilter(kind="message"), "asc"),
+        (EventFilter(source="user"), "desc"),
+        (EventFilter(kind="tool_call", source="agent"), "asc"),
+        (EventFilter(text="x", after_seq=2), "desc"),
+    ]:
+        sql, params = search_sql("seq", cid, flt, order, 10, None)
+        details = plan(sql, params)
+        assert any("events_kind_source" in d for d in details), (flt, details)
+        assert not any(d.startswith("SCAN") for d in details), (flt, details)
+        # Each page is merged from index runs already in seq order, never sorted.
+        assert not any("TEMP B-TREE" in d for d in details), (flt, details)
+        where, params = event_where(cid, flt)
+        details = plan(f"SELECT count(*) FROM events WHERE {where}", params)
+        assert not any(d.startswith("SCAN") for d in details), (flt, details)
+        if flt.text is None:
+            # Kind and source alone are counted in the index, never reading a row.
+            assert any("COVERING INDEX events_kind_source" in d for d in details), details
 
     for flt in [
         EventFilter(),

@@ -30,6 +30,7 @@ from benchmarks.server import ServerOptions, running_server
 from benchmarks.stats import Summary
 from laneway.models import EventFilter
 from laneway.store import SQLiteEventStore
+from laneway.store._sqlite_schema import MIGRATIONS
 
 CACHE_DIR = Path(__file__).resolve().parents[1] / ".cache"
 TARGET_P99_MS = 20.0
@@ -64,7 +65,9 @@ class SearchSize:
 
     @property
     def path(self) -> Path:
-        return CACHE_DIR / f"search-{self.total_events}-{self.target_events}.db"
+        # The schema version in the name: a cache built for other indexes is rebuilt.
+        version = len(MIGRATIONS)
+        return CACHE_DIR / f"search-v{version}-{self.total_events}-{self.target_events}.db"
 
 
 FULL = SearchSize(1_000_000, 100_000, queries=3_000, http_queries=400)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 import msgspec
 
@@ -11,6 +11,9 @@ Status = Literal["idle", "queued", "running", "paused", "finished", "error", "st
 EventKind = Literal["message", "tool_call", "tool_result", "status", "error"]
 EventSource = Literal["user", "agent", "tool", "system"]
 Order = Literal["asc", "desc"]
+
+EVENT_KINDS: tuple[EventKind, ...] = get_args(EventKind)
+EVENT_SOURCES: tuple[EventSource, ...] = get_args(EventSource)
 
 STATUSES: tuple[Status, ...] = ("idle", "queued", "running", "paused", "finished", "error", "stuck")
 # A conversation in one of these holds or waits for a run token.

@@ -8,7 +8,14 @@ from typing import Annotated, Any, TypeVar
 
 import msgspec
 
-from laneway.models import EventFilter, InvalidCursor, Order
+from laneway.models import (
+    EVENT_KINDS,
+    EVENT_SOURCES,
+    EventFilter,
+    EventKind,
+    InvalidCursor,
+    Order,
+)
 
 # A cursor is client input: bounded to SQLite's integers, so a forged one is an
 # InvalidCursor rather than an overflow inside the driver.
@@ -43,32 +50,49 @@ def decode_cursor(text: str, kind: type[_C]) -> _C:
         raise InvalidCursor(f"invalid cursor {text!r}") from exc
 
 
-def event_where(conversation_id: str, flt: EventFilter) -> tuple[str, list[Any]]:
-    """The WHERE clause (without the keyword) and parameters for ``flt``."""
-    clauses = ["conversation_id = ?"]
-    params: list[Any] = [conversation_id]
+def _kinds(flt: EventFilter) -> tuple[EventKind, ...] | None:
+    """The kinds ``flt``'s matches can have; None if any, and no index is needed."""
     if flt.kind is not None:
-        clauses.append("kind = ?")
-        params.append(flt.kind)
-    if flt.source is not None:
-        clauses.append("source = ?")
-        params.append(flt.source)
+        return (flt.kind,)
     if flt.text is not None:
-        if flt.kind is None:
-            # Only messages carry text; saying so lets the kind index narrow the search.
-            clauses.append("kind = 'message'")
-        clauses.append("instr(text_cf, ?) > 0")
-        params.append(flt.text.casefold())
+        # Only messages carry text; saying so lets the index narrow the search.
+        return ("message",)
+    if flt.source is not None:
+        # The index leads with kind, so naming every kind is what lets it find a source.
+        return EVENT_KINDS
+    return None
+
+
+def _narrowing(flt: EventFilter) -> tuple[str, list[Any]]:
+    """The AND-ed clauses of ``flt`` other than the conversation, kind and source."""
+    clauses = ""
+    params: list[Any] = []
     for value, clause in (
+        (None if flt.text is None else flt.text.casefold(), "instr(text_cf, ?) > 0"),
         (flt.after_seq, "seq > ?"),
         (flt.before_seq, "seq < ?"),
         (flt.since, "timestamp >= ?"),
         (flt.until, "timestamp <= ?"),
     ):
         if value is not None:
-            clauses.append(clause)
+            clauses += f" AND {clause}"
             params.append(value)
-    return " AND ".join(clauses), params
+    return clauses, params
+
+
+def event_where(conversation_id: str, flt: EventFilter) -> tuple[str, list[Any]]:
+    """The WHERE clause (without the keyword) and parameters for ``flt``."""
+    where = "conversation_id = ?"
+    params: list[Any] = [conversation_id]
+    kinds = _kinds(flt)
+    if kinds is not None:
+        where += f" AND kind IN ({', '.join('?' * len(kinds))})"
+        params.extend(kinds)
+    if flt.source is not None:
+        where += " AND source = ?"
+        params.append(flt.source)
+    narrowing, narrowing_params = _narrowing(flt)
+    return where + narrowing, params + narrowing_params
 
 
 def seq_window(conn: sqlite3.Connection, conversation_id: str, flt: EventFilter) -> EventFilter:
@@ -128,13 +152,31 @@ def search_sql(
     """A query for one page of a search, with one row more to tell if another follows."""
     if limit < 1:
         raise ValueError("limit must be at least 1")
-    where, params = event_where(conversation_id, flt)
+    narrowing, narrowing_params = _narrowing(flt)
     if cursor is not None:
         position = decode_cursor(cursor, EventCursor)
         if position.o != order:
             raise InvalidCursor(f"cursor {cursor!r} is for {position.o} order, not {order}")
-        where += " AND seq > ?" if order == "asc" else " AND seq < ?"
-        params.append(position.s)
-    params.append(limit + 1)
+        narrowing += " AND seq > ?" if order == "asc" else " AND seq < ?"
+        narrowing_params.append(position.s)
     direction = "ASC" if order == "asc" else "DESC"
-    return f"SELECT {columns} FROM events WHERE {where} ORDER BY seq {direction} LIMIT ?", params
+    tail = f" ORDER BY seq {direction} LIMIT ?"
+    kinds = _kinds(flt)
+    if kinds is None:
+        sql = f"SELECT {columns} FROM events WHERE conversation_id = ?{narrowing}{tail}"
+        return sql, [conversation_id, *narrowing_params, limit + 1]
+    # The index holds each (kind, source) pair's events in seq order, and SQLite
+    # merges the arms of an ordered UNION ALL without sorting; a single query
+    # with IN lists would sort every match to return the first few.
+    sources = EVENT_SOURCES if flt.source is None else (flt.source,)
+    arm = (
+        f"SELECT {columns} FROM events"
+        f" WHERE conversation_id = ? AND kind = ? AND source = ?{narrowing}"
+    )
+    arms: list[str] = []
+    params: list[Any] = []
+    for kind in kinds:
+        for source in sources:
+            arms.append(arm)
+            params += [conversation_id, kind, source, *narrowing_params]
+    return " UNION ALL ".join(arms) + tail, [*params, limit + 1]
