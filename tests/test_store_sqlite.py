@@ -4,6 +4,7 @@ import base64
 import itertools
 import sqlite3
 import threading
+import time
 import uuid
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -754,6 +755,30 @@ def test_searches_use_indexes(store: SQLiteEventStore) -> None:
     details = plan(sql, ["idle", 10, 5])
     assert any("conversations_status" in d for d in details), details
     assert not any("TEMP B-TREE" in d for d in details), details
+
+
+def test_wal_is_copied_into_the_database_in_the_background(tmp_path: Path) -> None:
+    path = tmp_path / "checkpointed.db"
+    store = SQLiteEventStore(str(path), checkpoint_every=5)
+    try:
+        cid = create(store)
+        before = path.stat().st_size
+        # Far below the writer's own checkpoint threshold, but past checkpoint_every.
+        for _ in range(3):
+            store.append(cid, [msg("a"), msg("b")])
+        deadline = time.monotonic() + 30  # a guard against a hang, not a timing
+        while path.stat().st_size == before:
+            assert time.monotonic() < deadline, "no checkpoint copied the WAL"
+            time.sleep(0.01)
+        assert len(all_events(store, cid)) == 6
+        assert store._checkpointer is not None
+        thread = store._checkpointer._thread
+    finally:
+        store.close()
+    assert not thread.is_alive()
+    memory = SQLiteEventStore(":memory:")
+    assert memory._checkpointer is None  # no WAL to copy
+    memory.close()
 
 
 def test_readers_per_thread_and_close(tmp_path: Path) -> None:

@@ -5,22 +5,24 @@ gap-free without retries. Reads of a file database use one connection per
 thread, so they run alongside each other and alongside the writer (WAL).
 
 Appends are combined: a thread queues its append, then takes the write lock,
-and whoever holds the lock commits every queued append in one transaction. A
-waiter usually finds its append already committed and leaves at once. With ten
-run threads this measured ~5% above one commit per append; a dedicated writer
+and whoever holds the lock commits every queued append in one transaction; a
+waiter that finds its append already committed leaves at once. With ten run
+threads this measured ~5% above one commit per append; a dedicated writer
 thread, and waking waiters in batches, measured below both.
 
-What limits appends, as measured here: a runner-shaped commit writes ~7.6 WAL
-frames (each secondary index adds ~1.9, which is why time ranges are found by
-bisecting seqs rather than by an index), and with ten writer threads the write
-lock is held only about half the time; the rest goes to handing it over, since
-a woken thread needs a CPU and then the GIL. One thread alone appends ~25k
-events/s. Smaller pages (1-2 KB) and the GIL switch interval changed nothing;
-larger pages (8-16 KB) were slower. Ten threads use less than one core in all:
-the work is serialised, not short of CPU. Also measured without gain: a whole
-batch as one autocommit statement (a multi-row INSERT into a view whose INSTEAD
-OF trigger also updates the conversation; through json_each it was slower),
-and a dedicated writer thread waking each waiter on a lock of its own.
+What limits appends, as measured here: a runner-shaped commit writes a WAL
+frame for each b-tree page it touches, so each secondary index costs every
+append a page per conversation (hence one index for kind and source, and time
+ranges found by bisecting seqs). Checkpoints run on a thread of their own (see
+_sqlite_checkpoint); inside commits they took about a fifth of append time.
+Most batches hold one append: ten run threads spend their time waiting for the
+GIL more than for the write lock, and one thread alone appends ~25k events/s.
+Smaller pages (1-2 KB) and the GIL switch interval changed nothing; larger pages
+(8-16 KB) were slower. Also measured without gain: a whole batch as one
+autocommit statement (a multi-row INSERT into a view whose INSTEAD OF trigger
+also updates the conversation; through json_each it was slower), a dedicated
+writer thread waking each waiter on a lock of its own, and a leader thread
+committing for the others while they wait on locks of their own.
 """
 
 from __future__ import annotations
@@ -54,6 +56,7 @@ from laneway.models import (
     utc_now,
 )
 from laneway.store._record_cache import RecordCache
+from laneway.store._sqlite_checkpoint import Checkpointer
 from laneway.store._sqlite_query import (
     EventCursor,
     PageCursor,
@@ -82,6 +85,9 @@ _MAX_PK = 2**63 - 1
 # Records kept in memory; a few MB, and more than the conversations a busy server
 # touches between two reads of the same one.
 RECORD_CACHE_SIZE = 4096
+# Events committed between background checkpoints: ~1,500 WAL pages when ten runs
+# append, about a tenth of what the writer would otherwise copy in one go.
+CHECKPOINT_EVERY_EVENTS = 500
 
 _encode = msgspec.json.encode
 _decode_data = msgspec.json.Decoder(dict[str, Any]).decode
@@ -198,7 +204,13 @@ class SQLiteEventStore:
     holds raises :class:`DatabaseInUse`.
     """
 
-    def __init__(self, path: str, *, cached_records: int = RECORD_CACHE_SIZE) -> None:
+    def __init__(
+        self,
+        path: str,
+        *,
+        cached_records: int = RECORD_CACHE_SIZE,
+        checkpoint_every: int = CHECKPOINT_EVERY_EVENTS,
+    ) -> None:
         self.path = path
         self._records = RecordCache(cached_records)
         self._memory = is_memory(path)
@@ -214,6 +226,7 @@ class SQLiteEventStore:
             raise
         try:
             migrate(self._writer)
+            self._checkpointer = None if self._memory else Checkpointer(path, checkpoint_every)
         except BaseException:
             self._writer.close()
             self._release_claim()
@@ -276,6 +289,9 @@ class SQLiteEventStore:
                 raise
 
     def close(self) -> None:
+        if self._checkpointer is not None:
+            self._checkpointer.close()
+            self._checkpointer = None
         with self._readers_lock:
             self._closed = True
             readers, self._readers = self._readers, []
@@ -441,9 +457,13 @@ class SQLiteEventStore:
                 if conn.in_transaction:
                     conn.execute("ROLLBACK")
                 raise
+            written = 0
             for request in batch:
                 if request.error is None:
                     self._committed(request)
+                    written += len(request.prepared)
+            if self._checkpointer is not None:
+                self._checkpointer.wrote(written)
         except BaseException as exc:
             for request in batch:
                 request.error = exc
