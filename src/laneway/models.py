@@ -33,7 +33,9 @@ def utc_now() -> str:
 
 
 def format_timestamp(moment: datetime) -> str:
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    # isoformat pads the year to four digits, where strftime's %Y gives "5" for
+    # the year 5; it is also faster, and the store stamps every commit with it.
+    return moment.astimezone(UTC).replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
 
 
 class AgentSpec(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
