@@ -16,11 +16,11 @@ class Checkpointer:
 
     Left to the writer, a checkpoint runs inside a commit once the WAL reaches
     ``wal_autocheckpoint`` pages, and every append waits while it copies them and
-    syncs both files: about a fifth of the time ten busy runs spent appending. A
-    passive checkpoint runs alongside the writer and the readers instead. The
-    writer's own checkpoint still runs at that size, since only one made while
-    nothing is written can catch up fully and let the WAL start over, but by then
-    most pages are copied already.
+    syncs both files: about a fifth of the time spent appending for ten busy
+    conversations. A passive checkpoint runs alongside the writer and the
+    readers instead. The writer's own checkpoint still runs at that size, since
+    only one made while nothing is written can catch up fully and let the WAL
+    start over, but by then most pages are copied already.
     """
 
     def __init__(self, path: str, every_events: int) -> None:
