@@ -42,7 +42,7 @@ def components(quick: bool) -> list[Component]:
     size = search.QUICK if quick else search.FULL
     build_s = 0.0 if search.ensure_database_cached(size) else SEARCH_BUILD_S
     found = [
-        Component("appends", 3 if quick else 7, lambda _: appends.run(quick)),
+        Component("appends", 7 if quick else 19, lambda _: appends.run(quick)),
         Component("search", 3 + build_s, lambda _: search.run(quick)),
         Component(
             f"queued runs, {queued.BACKEND}", 8 if quick else 52, lambda _: queued.run(quick)
