@@ -217,6 +217,25 @@ async def test_message_sent_during_a_run_is_picked_up_by_that_run() -> None:
         assert replies == ["first", "second"]
 
 
+async def test_message_during_the_last_allowed_step_gets_a_run_of_its_own() -> None:
+    async with open_service() as service:
+        spec, gate = gate_spec()
+        conv = await service.create(agent=spec, initial_message="first", max_steps=1)
+        try:
+            with anyio.fail_after(GUARD_S):
+                await anyio.to_thread.run_sync(agents.gate(spec.config["gate"] + ":entered").wait)
+            await service.send_message(conv.id, "second", run=True)
+        finally:
+            gate.set()
+        await wait_idle_lane(service)
+        events = await all_events(service, conv.id)
+        # The first run may take no second step, so a new run answers the message.
+        assert statuses(events).count("running") == 2
+        replies = [e.data["text"] for e in events if e.kind == "message" and e.source == "agent"]
+        assert replies == ["first", "second"]
+        assert (await service.get(conv.id)).status == "finished"
+
+
 async def test_message_without_run_is_kept_for_the_next_run() -> None:
     async with open_service() as service:
         conv = await service.create()

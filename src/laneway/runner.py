@@ -64,8 +64,10 @@ class RunHandle:
         # Taken out of the run queue at shutdown; its pause is written in one
         # batch with the others rather than by its own task.
         self.paused_at_shutdown = False
-        # Messages sent with run=true that the service counted for this run.
-        self.messages_received = 0
+        # The seq of the newest message sent with run=true for this run. A seq, not
+        # a count: a message the run already read from the store is not unread,
+        # whenever the service got round to telling the handle about it.
+        self.newest_message_seq = 0
         # False once the run has agreed to end; later messages start a new run.
         self.accepting = True
         self.rerun = False
@@ -104,11 +106,15 @@ class RunHandle:
             self.stuck = True
             return self._step_number
 
-    def claim_end(self, messages_seen: int, request: EndRequest) -> bool:
-        """Called on the loop, where messages are counted, so that deciding to end
-        and counting a message cannot interleave. Returns False when the run must
-        go on to read messages that arrived since ``messages_seen``."""
-        unread = self.messages_received > messages_seen
+    def message_sent(self, seq: int) -> None:
+        """Note a message stored for this run; call on the loop."""
+        self.newest_message_seq = max(self.newest_message_seq, seq)
+
+    def claim_end(self, read_seq: int, request: EndRequest) -> bool:
+        """Called on the loop, where messages are noted, so that deciding to end
+        and noting a message cannot interleave. Returns False when the run must
+        go on to read messages stored after ``read_seq``, the last it has read."""
+        unread = self.newest_message_seq > read_seq
         if request == "done" and unread:
             return False
         self.accepting = False
@@ -137,6 +143,8 @@ class Runner:
         self.tool_lane = tool_lane
         self.broker = broker
         self.cid = record.id
+        # The seq of the last user message a step has been given.
+        self.read_seq = record.read_seq
 
     def execute(self) -> Agent | None:
         """Run the loop to its end and write the final status. Returns the agent,
@@ -159,7 +167,7 @@ class Runner:
     def _fail(self, exc: Exception) -> None:
         message = f"{type(exc).__name__}: {exc}"
         self.handle.error = message
-        self._claim(self.handle.messages_received, "stop")
+        self._claim("stop")
         error = NewEvent("error", "system", {"type": type(exc).__name__, "message": str(exc)})
         with contextlib.suppress(_Gone):
             self._append(
@@ -169,19 +177,17 @@ class Runner:
 
     def _loop(self, agent: Agent) -> tuple[Outcome, str]:
         handle = self.handle
-        read_seq = self.record.read_seq
         steps_done = self.record.steps_done
         steps_this_run = 0
         tool_results: list[ToolResult] = []
         while True:
-            seen = handle.messages_received
-            if handle.pause_requested and self._claim(seen, "pause"):
+            if handle.pause_requested and self._claim("pause"):
                 return "paused", "pause requested"
-            if steps_this_run >= self.record.max_steps and self._claim(seen, "stop"):
+            if steps_this_run >= self.record.max_steps and self._claim("stop"):
                 return "finished", f"max_steps ({self.record.max_steps}) reached"
-            new_messages = self._unread_messages(read_seq)
+            new_messages = self._unread_messages()
             if new_messages:
-                read_seq = new_messages[-1].seq
+                self.read_seq = new_messages[-1].seq
             turn = Turn(
                 step=steps_done + 1,
                 new_messages=[str(e.data.get("text", "")) for e in new_messages],
@@ -196,23 +202,23 @@ class Runner:
             steps_this_run += 1
             self._append(
                 _step_events(result),
-                ConversationUpdate(steps_done=steps_done, read_seq=read_seq),
+                ConversationUpdate(steps_done=steps_done, read_seq=self.read_seq),
             )
-            if stuck and self._claim(seen, "stop"):
+            if stuck and self._claim("stop"):
                 return "stuck", ""
             tool_results = self._run_tools(agent, result.tool_calls) if result.tool_calls else []
-            if result.done and self._claim(seen, "done"):
+            if result.done and self._claim("done"):
                 return "finished", "agent finished"
 
-    def _unread_messages(self, read_seq: int) -> list[Event]:
-        flt = EventFilter(kind="message", source="user", after_seq=read_seq)
+    def _unread_messages(self) -> list[Event]:
+        flt = EventFilter(kind="message", source="user", after_seq=self.read_seq)
         page, _ = self.store.search_events(
             self.cid, flt, order="asc", limit=MESSAGES_PER_STEP, cursor=None
         )
         return page
 
-    def _claim(self, seen: int, request: EndRequest) -> bool:
-        claimed: bool = anyio.from_thread.run_sync(self.handle.claim_end, seen, request)
+    def _claim(self, request: EndRequest) -> bool:
+        claimed: bool = anyio.from_thread.run_sync(self.handle.claim_end, self.read_seq, request)
         return claimed
 
     def _run_tools(self, agent: Agent, calls: list[ToolCall]) -> list[ToolResult]:

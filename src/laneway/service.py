@@ -226,7 +226,7 @@ class ConversationService:
         if run:
             handle = self.runs.handles.get(conversation_id)
             if handle is not None and handle.accepting:
-                handle.messages_received += 1
+                handle.message_sent(event.seq)
             elif handle is not None:
                 handle.rerun = True
             else:
