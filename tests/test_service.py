@@ -124,6 +124,12 @@ async def test_no_run_is_admitted_once_shutdown_begins() -> None:
         assert (await service.get(idle.id)).status == "idle"
         # Without a run, creating still works.
         assert (await service.create(title="later")).status == "idle"
+        # A message is kept even when its run is refused.
+        with pytest.raises(ShuttingDown):
+            await service.send_message(idle.id, "kept", run=True)
+        [kept], _ = await service.search_events(idle.id, EventFilter(kind="message"))
+        assert kept.data == {"text": "kept"}
+        assert (await service.get(idle.id)).status == "idle"
 
 
 async def test_queue_position_is_live_and_pause_removes_queued_run() -> None:
@@ -305,6 +311,53 @@ async def test_queue_filled_while_queued_was_written_puts_the_status_back(
             ("status", {"status": "idle", "reason": "run queue full"}),
         ]
         assert new.id not in service.runs.handles
+
+        # A message that starts a run is stored with its "queued": it stays.
+        with pytest.raises(RunNotAdmitted) as sent:
+            await service.send_message(c.id, "kept too", run=True)
+        assert sent.value.event is not None
+        assert sent.value.event.data == {"text": "kept too"}
+        assert sent.value.conversation is not None
+        assert sent.value.conversation.status == "idle"
+        events = await all_events(service, c.id)
+        assert [(e.kind, e.data) for e in events[-3:]] == [
+            ("message", {"text": "kept too"}),
+            ("status", {"status": "queued"}),
+            ("status", {"status": "idle", "reason": "run queue full"}),
+        ]
+        assert events[-3] == sent.value.event
+        assert c.id not in service.runs.handles
+
+
+async def test_message_to_an_idle_conversation_queues_its_run_in_one_io_call() -> None:
+    async with open_service() as service:
+        conv = await service.create()
+        before = service.lanes.io.snapshot().admitted
+        event, view = await service.send_message(conv.id, "one", run=True)
+        assert service.lanes.io.snapshot().admitted - before == 1
+        assert view.status in ("queued", "running")
+        await wait_status(service, conv.id, "finished")
+        events = await all_events(service, conv.id)
+        assert events[event.seq - 1] == event
+        assert events[event.seq].data == {"status": "queued"}
+
+        # Two messages at once: one run claims both, and "queued" is stored once.
+        # Out of the record cache, each send waits on a read before it claims the
+        # run, so both pass the check for a run in progress.
+        spec, gate = gate_spec()
+        held = await service.create(agent=spec)
+        service.store._records.discard(held.id)
+        try:
+            async with anyio.create_task_group() as tg:
+                for text in ("two", "three"):
+                    tg.start_soon(service.send_message, held.id, text)
+        finally:
+            gate.set()
+        await wait_status(service, held.id, "finished")
+        events = await all_events(service, held.id)
+        assert statuses(events) == ["idle", "queued", "running", "finished"]
+        replies = [e.data["text"] for e in events if e.kind == "message" and e.source == "agent"]
+        assert sorted(replies) == ["three", "two"]
 
 
 async def test_create_puts_the_status_back_if_refused_after_storing_queued(

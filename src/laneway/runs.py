@@ -17,7 +17,7 @@ from anyio.abc import TaskGroup, TaskStatus
 
 from laneway.agents import Agent
 from laneway.broker import EventBroker
-from laneway.errors import NotFound, ShuttingDown
+from laneway.errors import NotFound, RunNotAdmitted, ShuttingDown
 from laneway.lanes import LaneFull, Lanes
 from laneway.models import ConversationRecord, ConversationUpdate, Event, NewEvent
 from laneway.runner import RunHandle, Runner, status_event
@@ -135,21 +135,48 @@ class Runs:
         then still the record as it was before that status, which is put back
         if the run is refused after all.
         """
-        cid = record.id
         try:
-            self._check_admitting()
-            if cid in self.handles:
-                return None
-            self.lanes.run.check_admission()
+            handle = self.reserve(record)
         except (ShuttingDown, LaneFull) as exc:
             if queued_stored:
                 # Refused while the caller was storing "queued".
                 full = isinstance(exc, LaneFull)
                 await self._put_back(record, "run queue full" if full else "server shutting down")
             raise
+        if handle is not None:
+            await self.launch(handle, record, queued_stored=queued_stored)
+        return handle
+
+    def reserve(self, record: ConversationRecord) -> RunHandle | None:
+        """Claim the run of ``record`` before anything is written; None if one is
+        already queued or running. Raises ShuttingDown, or LaneFull when the run
+        queue is full. Follow with :meth:`launch`, which starts it."""
+        self._check_admitting()
+        if record.id in self.handles:
+            return None
+        self.lanes.run.check_admission()
+        handle = RunHandle(record.id)
+        self.handles[record.id] = handle
+        return handle
+
+    async def launch(
+        self,
+        handle: RunHandle,
+        record: ConversationRecord,
+        *,
+        queued_stored: bool = False,
+        first: Sequence[NewEvent] = (),
+    ) -> list[Event]:
+        """Store ``first`` and the "queued" status in one write (unless
+        ``queued_stored``), then put the reserved run in the run queue. Returns
+        what was stored of ``first``.
+
+        Raises LaneFull if others filled the queue meanwhile; the status is then
+        put back, and the error is a RunNotAdmitted carrying the first event.
+        """
+        cid = handle.conversation_id
         assert self._tg is not None
-        handle = RunHandle(cid)
-        self.handles[cid] = handle
+        stored: list[Event] = []
         # "queued" is written before the run can take a token: a run must never
         # hold a token while it waits for an io call, because in shared mode the
         # io lane draws on the same pool, and runs holding all of it would wait
@@ -158,8 +185,8 @@ class Runs:
         with anyio.CancelScope(shield=True):
             if not queued_stored:
                 try:
-                    await self._append(
-                        cid, [status_event("queued")], ConversationUpdate(status="queued")
+                    stored = await self._append(
+                        cid, [*first, status_event("queued")], ConversationUpdate(status="queued")
                     )
                 except BaseException:
                     del self.handles[cid]
@@ -167,12 +194,14 @@ class Runs:
             try:
                 # On LaneFull the task's own cleanup forgets the handle again.
                 await self._tg.start(self._run_task, handle, record)
-            except LaneFull:
+            except LaneFull as exc:
                 # Others filled the queue while "queued" was being written.
                 await self._put_back(record, "run queue full")
+                if first:
+                    raise RunNotAdmitted(exc, event=stored[0]) from exc
                 raise
         log.debug("run %s queued", cid)
-        return handle
+        return stored[: len(first)]
 
     async def _put_back(self, record: ConversationRecord, reason: str) -> None:
         """Restore the status ``record`` had before "queued" was stored. Shielded:

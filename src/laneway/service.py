@@ -17,7 +17,7 @@ import msgspec
 
 from laneway.agents import Agent, AgentConfigError, make_agent
 from laneway.broker import EventBroker
-from laneway.errors import Conflict, InvalidRequest, NotFound, RunNotAdmitted
+from laneway.errors import Conflict, InvalidRequest, NotFound, RunNotAdmitted, ShuttingDown
 from laneway.lanes import LaneFull, Lanes
 from laneway.models import (
     ACTIVE_STATUSES,
@@ -220,9 +220,12 @@ class ConversationService:
         """Store a user message and, with ``run``, make sure a run reads it: the run
         in progress picks it up, or a new run is queued. If the run queue is full,
         the message is kept and :class:`RunNotAdmitted` carries it."""
-        [event] = await self._append(
-            conversation_id, [NewEvent("message", "user", {"text": content})]
-        )
+        message = NewEvent("message", "user", {"text": content})
+        if run and conversation_id not in self.runs.handles:
+            event = await self._start_with(conversation_id, message)
+            if event is not None:
+                return event, await self.get(conversation_id)
+        [event] = await self._append(conversation_id, [message])
         if run:
             handle = self.runs.handles.get(conversation_id)
             if handle is not None and handle.accepting:
@@ -230,12 +233,36 @@ class ConversationService:
             elif handle is not None:
                 handle.rerun = True
             else:
+                # The run that was going when the message came has just ended.
                 try:
                     await self.runs.start(await self._record(conversation_id))
                 except LaneFull as exc:
                     conversation = await self.get(conversation_id)
                     raise RunNotAdmitted(exc, event=event, conversation=conversation) from exc
         return event, await self.get(conversation_id)
+
+    async def _start_with(self, conversation_id: str, message: NewEvent) -> Event | None:
+        """Queue a run and store ``message`` in the same write as its "queued"
+        status; None, with nothing stored, if a run was queued meanwhile."""
+        record = await self._record(conversation_id)
+        try:
+            # Claimed before the write, so that two messages sent at once cannot
+            # both store "queued" (and so overwrite the status of a run started since).
+            handle = self.runs.reserve(record)
+        except (LaneFull, ShuttingDown) as exc:
+            [event] = await self._append(conversation_id, [message])
+            if isinstance(exc, ShuttingDown):
+                raise
+            conversation = await self.get(conversation_id)
+            raise RunNotAdmitted(exc, event=event, conversation=conversation) from exc
+        if handle is None:
+            return None
+        try:
+            [event] = await self.runs.launch(handle, record, first=[message])
+        except RunNotAdmitted as exc:
+            conversation = await self.get(conversation_id)
+            raise RunNotAdmitted(exc, event=exc.event, conversation=conversation) from exc
+        return event
 
     # -- events ----------------------------------------------------------------
 
