@@ -291,9 +291,9 @@ class SQLiteEventStore:
                 raise
 
     def close(self) -> None:
-        if self._checkpointer is not None:
-            self._checkpointer.close()
-            self._checkpointer = None
+        checkpointer, self._checkpointer = self._checkpointer, None
+        if checkpointer is not None:
+            checkpointer.close()
         with self._readers_lock:
             self._closed = True
             readers, self._readers = self._readers, []
@@ -464,8 +464,10 @@ class SQLiteEventStore:
                 if request.error is None:
                     self._committed(request)
                     written += len(request.prepared)
-            if self._checkpointer is not None:
-                self._checkpointer.wrote(written)
+            # Read once: close() may clear it meanwhile, and a closed one ignores this.
+            checkpointer = self._checkpointer
+            if checkpointer is not None:
+                checkpointer.wrote(written)
         except BaseException as exc:
             for request in batch:
                 request.error = exc
