@@ -398,6 +398,44 @@ async def test_create_puts_the_status_back_if_refused_after_storing_queued(
         ]
 
 
+async def test_pause_returns_when_the_queued_write_of_a_run_fails(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    async with open_service() as service:
+        conv = await service.create()
+        release = anyio.Event()
+        append = service.runs._append
+
+        async def append_after_release(*args: Any) -> list[Event]:
+            await release.wait()
+            raise NotFound("deleted meanwhile")
+
+        monkeypatch.setattr(service.runs, "_append", append_after_release)
+        failed: list[BaseException] = []
+
+        async def run() -> None:
+            try:
+                await service.run(conv.id)
+            except NotFound as exc:
+                failed.append(exc)
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(run)
+            with anyio.fail_after(GUARD_S):
+                while conv.id not in service.runs.handles:
+                    await anyio.sleep(0.001)
+            handle = service.runs.handles[conv.id]
+            tg.start_soon(service.pause, conv.id)
+            with anyio.fail_after(GUARD_S):
+                while not handle.pause_requested:  # the pause now waits for the run
+                    await anyio.sleep(0.001)
+            release.set()
+        # Both ended: the run with the write's error, the pause once the run was gone.
+        assert len(failed) == 1
+        assert conv.id not in service.runs.handles
+        monkeypatch.setattr(service.runs, "_append", append)
+
+
 async def test_parallel_tool_calls_complete_with_lane_sizes_of_one() -> None:
     async with open_service(run_size=1, tool_size=1) as service:
         conv = await service.create(

@@ -190,6 +190,8 @@ class Runs:
                     )
                 except BaseException:
                     del self.handles[cid]
+                    # A pause or shutdown may be waiting for this run to end.
+                    handle.done.set()
                     raise
             try:
                 # On LaneFull the task's own cleanup forgets the handle again.
