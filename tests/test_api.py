@@ -169,6 +169,17 @@ async def test_event_search_filters_and_count() -> None:
         total = (await client.get(url + "/count")).json()["count"]
         early = {"since": "0005-01-01T00:00:00Z"}
         assert (await client.get(url + "/count", params=early)).json()["count"] == total
+        # Times that leave datetime's range once in UTC are before or after all.
+        for edge in [
+            {"since": "0001-01-01T00:00:00+01:00"},
+            {"until": "9999-12-31T23:59:59-01:00"},
+        ]:
+            assert (await client.get(url + "/count", params=edge)).json()["count"] == total
+        for edge in [
+            {"until": "0001-01-01T00:00:00+01:00"},
+            {"since": "9999-12-31T23:59:59-01:00"},
+        ]:
+            assert (await client.get(url + "/count", params=edge)).json()["count"] == 0
 
 
 async def test_lanes_view_and_resize() -> None:

@@ -39,7 +39,14 @@ def _stamp(moment: datetime | None) -> str | None:
     if moment is None:
         return None
     # A timestamp without an offset is taken as UTC.
-    return format_timestamp(moment if moment.tzinfo else moment.replace(tzinfo=UTC))
+    aware = moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+    try:
+        return format_timestamp(aware)
+    except OverflowError:
+        # In UTC it falls before the year 1 or after 9999: before or after every
+        # stored time, which the bounds of the range say just as well.
+        edge = datetime.min if aware.year == 1 else datetime.max
+        return format_timestamp(edge.replace(tzinfo=UTC))
 
 
 def _filter(query: EventCountQuery) -> EventFilter:
