@@ -360,6 +360,50 @@ async def test_message_to_an_idle_conversation_queues_its_run_in_one_io_call() -
         assert sorted(replies) == ["three", "two"]
 
 
+async def test_message_handed_to_a_run_that_is_then_refused_is_refused_too(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    async with full_run_queue() as (service, c):
+        # As if the queue had filled between the check and the enqueue.
+        monkeypatch.setattr(service.lanes.run, "check_admission", lambda: None)
+        written = anyio.Event()
+        release = anyio.Event()
+        append = service.runs._append
+
+        async def append_after_release(*args: Any) -> list[Event]:
+            written.set()
+            await release.wait()
+            return await append(*args)
+
+        monkeypatch.setattr(service.runs, "_append", append_after_release)
+        refused: dict[str, RunNotAdmitted] = {}
+
+        async def send(text: str) -> None:
+            with pytest.raises(RunNotAdmitted) as info:
+                await service.send_message(c.id, text, run=True)
+            refused[text] = info.value
+
+        async with anyio.create_task_group() as tg:
+            try:
+                tg.start_soon(send, "first")
+                with anyio.fail_after(GUARD_S):
+                    await written.wait()  # the first run's "queued" is being written
+                # The second finds that run accepting messages, and waits to see it queued.
+                tg.start_soon(send, "second")
+                with anyio.fail_after(GUARD_S):
+                    while service.runs.handles[c.id].newest_message_seq == 0:
+                        await anyio.sleep(0.001)
+            finally:
+                release.set()  # the write is shielded: never leave it waiting
+        # Both callers learn that no run will read their message, which is kept.
+        for text in ("first", "second"):
+            event = refused[text].event
+            assert event is not None
+            assert event.data == {"text": text}
+        assert (await service.get(c.id)).status == "idle"
+        assert await service.count_events(c.id, EventFilter(kind="message")) == 2
+
+
 async def test_create_puts_the_status_back_if_refused_after_storing_queued(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -420,16 +464,18 @@ async def test_pause_returns_when_the_queued_write_of_a_run_fails(
                 failed.append(exc)
 
         async with anyio.create_task_group() as tg:
-            tg.start_soon(run)
-            with anyio.fail_after(GUARD_S):
-                while conv.id not in service.runs.handles:
-                    await anyio.sleep(0.001)
-            handle = service.runs.handles[conv.id]
-            tg.start_soon(service.pause, conv.id)
-            with anyio.fail_after(GUARD_S):
-                while not handle.pause_requested:  # the pause now waits for the run
-                    await anyio.sleep(0.001)
-            release.set()
+            try:
+                tg.start_soon(run)
+                with anyio.fail_after(GUARD_S):
+                    while conv.id not in service.runs.handles:
+                        await anyio.sleep(0.001)
+                handle = service.runs.handles[conv.id]
+                tg.start_soon(service.pause, conv.id)
+                with anyio.fail_after(GUARD_S):
+                    while not handle.pause_requested:  # the pause now waits for the run
+                        await anyio.sleep(0.001)
+            finally:
+                release.set()  # the write is shielded: never leave it waiting
         # Both ended: the run with the write's error, the pause once the run was gone.
         assert len(failed) == 1
         assert conv.id not in service.runs.handles

@@ -80,6 +80,9 @@ class RunHandle:
         # Shields the run's thread; cancelled only to leave it behind at shutdown.
         self.thread_scope: anyio.CancelScope | None = None
         self.stuck_written = anyio.Event()
+        # Set once the run is in the run queue (or past it), or gone without
+        # getting there: until then a message handed to it may find no run.
+        self.settled = anyio.Event()
         self.done = anyio.Event()
         self._clock = threading.Lock()
         self._step_started: float | None = None

@@ -190,7 +190,8 @@ class Runs:
                     )
                 except BaseException:
                     del self.handles[cid]
-                    # A pause or shutdown may be waiting for this run to end.
+                    # A pause, a message or shutdown may be waiting on this run.
+                    handle.settled.set()
                     handle.done.set()
                     raise
             try:
@@ -202,6 +203,10 @@ class Runs:
                 if first:
                     raise RunNotAdmitted(exc, event=stored[0]) from exc
                 raise
+            finally:
+                # After any put-back, so that a message waiting on this run, and
+                # then queueing its own, reads the status this one left.
+                handle.settled.set()
         log.debug("run %s queued", cid)
         return stored[: len(first)]
 
@@ -235,6 +240,7 @@ class Runs:
 
         def enqueued() -> None:
             handle.enqueued = True
+            handle.settled.set()
             task_status.started()
 
         try:

@@ -226,20 +226,29 @@ class ConversationService:
             if event is not None:
                 return event, await self.get(conversation_id)
         [event] = await self._append(conversation_id, [message])
-        if run:
-            handle = self.runs.handles.get(conversation_id)
-            if handle is not None and handle.accepting:
-                handle.message_sent(event.seq)
-            elif handle is not None:
-                handle.rerun = True
-            else:
-                # The run that was going when the message came has just ended.
-                try:
-                    await self.runs.start(await self._record(conversation_id))
-                except LaneFull as exc:
-                    conversation = await self.get(conversation_id)
-                    raise RunNotAdmitted(exc, event=event, conversation=conversation) from exc
+        if run and not await self._hand_to_run(conversation_id, event):
+            # No run will read it: the one going when it came has just ended, or
+            # was refused a place in the run queue.
+            try:
+                await self.runs.start(await self._record(conversation_id))
+            except LaneFull as exc:
+                conversation = await self.get(conversation_id)
+                raise RunNotAdmitted(exc, event=event, conversation=conversation) from exc
         return event, await self.get(conversation_id)
+
+    async def _hand_to_run(self, conversation_id: str, event: Event) -> bool:
+        """Give a stored message to the run in progress; False if none will read it."""
+        handle = self.runs.handles.get(conversation_id)
+        if handle is None:
+            return False
+        if not handle.accepting:
+            # It has agreed to end; it starts again for this message when it has.
+            handle.rerun = True
+            return True
+        handle.message_sent(event.seq)
+        # A run whose "queued" is still being written may yet find the queue full.
+        await handle.settled.wait()
+        return handle.enqueued
 
     async def _start_with(self, conversation_id: str, message: NewEvent) -> Event | None:
         """Queue a run and store ``message`` in the same write as its "queued"
