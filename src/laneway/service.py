@@ -132,14 +132,14 @@ class ConversationService:
         except LaneFull as exc:
             # The conversation and its message are kept; only the run waits.
             await self._store_new(record, instance, events)
-            raise RunNotAdmitted(exc, conversation=await self.get(record.id)) from exc
+            raise await self._not_admitted(exc, record.id) from exc
         # Created already queued: one write instead of a create and then a status.
         queued = msgspec.structs.replace(record, status="queued")
         await self._store_new(queued, instance, [*events, status_event("queued")])
         try:
             handle = await self.runs.start(record, queued_stored=True)
         except LaneFull as exc:
-            raise RunNotAdmitted(exc, conversation=await self.get(record.id)) from exc
+            raise await self._not_admitted(exc, record.id) from exc
         assert handle is not None, "a new conversation has no run yet"
         return await self._started_view(record.id, handle)
 
@@ -232,8 +232,7 @@ class ConversationService:
             try:
                 await self.runs.start(await self._record(conversation_id))
             except LaneFull as exc:
-                conversation = await self.get(conversation_id)
-                raise RunNotAdmitted(exc, event=event, conversation=conversation) from exc
+                raise await self._not_admitted(exc, conversation_id, event) from exc
         return event, await self.get(conversation_id)
 
     async def _hand_to_run(self, conversation_id: str, event: Event) -> bool:
@@ -262,16 +261,21 @@ class ConversationService:
             [event] = await self._append(conversation_id, [message])
             if isinstance(exc, ShuttingDown):
                 raise
-            conversation = await self.get(conversation_id)
-            raise RunNotAdmitted(exc, event=event, conversation=conversation) from exc
+            raise await self._not_admitted(exc, conversation_id, event) from exc
         if handle is None:
             return None
         try:
             [event] = await self.runs.launch(handle, record, first=[message])
         except RunNotAdmitted as exc:
-            conversation = await self.get(conversation_id)
-            raise RunNotAdmitted(exc, event=exc.event, conversation=conversation) from exc
+            raise await self._not_admitted(exc, conversation_id, exc.event) from exc
         return event
+
+    async def _not_admitted(
+        self, exc: LaneFull, conversation_id: str, event: Event | None = None
+    ) -> RunNotAdmitted:
+        """The refusal to raise: what was stored is kept, and the error says so."""
+        conversation = await self.get(conversation_id)
+        return RunNotAdmitted(exc, event=event, conversation=conversation)
 
     # -- events ----------------------------------------------------------------
 
