@@ -240,7 +240,6 @@ class Runs:
 
         def enqueued() -> None:
             handle.enqueued = True
-            handle.settled.set()
             task_status.started()
 
         try:
