@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import threading
 import uuid
 from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
@@ -224,22 +225,26 @@ async def test_message_sent_during_a_run_is_picked_up_by_that_run() -> None:
 
 
 async def test_message_during_the_last_allowed_step_gets_a_run_of_its_own() -> None:
-    async with open_service() as service:
+    async with open_service(run_size=1, run_max_waiting=1) as service:
         spec, gate = gate_spec()
         conv = await service.create(agent=spec, initial_message="first", max_steps=1)
         try:
             with anyio.fail_after(GUARD_S):
                 await anyio.to_thread.run_sync(agents.gate(spec.config["gate"] + ":entered").wait)
             await service.send_message(conv.id, "second", run=True)
+            # The run queue is full when the run ends, and the message was accepted.
+            other = await service.create(initial_message="other")
         finally:
             gate.set()
         await wait_idle_lane(service)
         events = await all_events(service, conv.id)
         # The first run may take no second step, so a new run answers the message.
-        assert statuses(events).count("running") == 2
+        # It follows in the same token: a full queue cannot refuse it.
+        assert statuses(events) == ["idle", "queued", "running", "finished", "running", "finished"]
         replies = [e.data["text"] for e in events if e.kind == "message" and e.source == "agent"]
         assert replies == ["first", "second"]
-        assert (await service.get(conv.id)).status == "finished"
+        assert (await service.get(other.id)).status == "finished"
+        assert service.lanes.run.snapshot().rejected == 0
 
 
 async def test_message_without_run_is_kept_for_the_next_run() -> None:
@@ -402,6 +407,131 @@ async def test_message_handed_to_a_run_that_is_then_refused_is_refused_too(
             assert event.data == {"text": text}
         assert (await service.get(c.id)).status == "idle"
         assert await service.count_events(c.id, EventFilter(kind="message")) == 2
+
+
+async def test_no_run_is_claimed_from_a_queued_status_that_is_being_put_back(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    async with full_run_queue() as (service, c):
+        # As if the queue had filled between the check and the enqueue.
+        monkeypatch.setattr(service.lanes.run, "check_admission", lambda: None)
+        append = service.runs._append
+        # The first run's "queued", then its put-back.
+        writes = [(anyio.Event(), anyio.Event()) for _ in range(2)]
+
+        async def gated_append(*args: Any) -> list[Event]:
+            if writes:
+                reached, release = writes.pop(0)
+                reached.set()
+                await release.wait()
+            return await append(*args)
+
+        monkeypatch.setattr(service.runs, "_append", gated_append)
+        [(queued_written, release_queued), (put_back_written, release_put_back)] = writes
+        outcome: dict[str, BaseException | None] = {}
+
+        async def send(text: str) -> None:
+            try:
+                await service.send_message(c.id, text, run=True)
+            except RunNotAdmitted as exc:
+                outcome[text] = exc
+            else:
+                outcome[text] = None
+
+        async with anyio.create_task_group() as tg:
+            try:
+                tg.start_soon(send, "first")
+                with anyio.fail_after(GUARD_S):
+                    await queued_written.wait()
+                first_run = service.runs.handles[c.id]
+                release_queued.set()
+                with anyio.fail_after(GUARD_S):
+                    await put_back_written.wait()
+                # The store still says "queued" while the refused run puts the old
+                # status back; a message sent now must not claim a run from that.
+                tg.start_soon(send, "second")
+                with anyio.fail_after(GUARD_S):
+                    while first_run.newest_message_seq == 0:
+                        await anyio.sleep(0.001)
+                assert service.runs.handles[c.id] is first_run
+            finally:
+                release_queued.set()
+                release_put_back.set()  # the writes are shielded: never leave them waiting
+        # Each caller learns that no run will read its message, and no "queued"
+        # is left with no run behind it.
+        assert outcome.keys() == {"first", "second"}
+        assert all(isinstance(exc, RunNotAdmitted) for exc in outcome.values())
+        assert (await service.get(c.id)).status == "idle"
+        assert c.id not in service.runs.handles
+        assert await service.count_events(c.id, EventFilter(kind="message")) == 2
+
+
+async def test_message_to_a_run_that_has_agreed_to_end_starts_its_own_or_is_refused(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    async with open_service() as service:
+        store_append = service.store.append
+        writing_end = threading.Event()
+        release = threading.Event()
+
+        def append_slowly_at_the_end(
+            cid: str, events: Any, update: ConversationUpdate | None = None
+        ) -> list[Event]:
+            if update is not None and update.status == "finished":
+                writing_end.set()
+                release.wait(GUARD_S)
+            return store_append(cid, events, update)
+
+        check = service.lanes.run.check_admission
+        queue_full = False
+
+        def check_admission() -> None:
+            if queue_full:
+                raise LaneFull(service.lanes.run.name, 1, 1.0)
+            check()
+
+        monkeypatch.setattr(service.store, "append", append_slowly_at_the_end)
+        monkeypatch.setattr(service.lanes.run, "check_admission", check_admission)
+        for refused in (False, True):
+            writing_end.clear()
+            release.clear()
+            outcome: list[RunNotAdmitted | None] = []
+
+            async def send(cid: str, outcome: list[RunNotAdmitted | None]) -> None:
+                try:
+                    await service.send_message(cid, "late", run=True)
+                    outcome.append(None)
+                except RunNotAdmitted as exc:
+                    outcome.append(exc)
+
+            async with gated_run(service) as conv:
+                pass
+            try:
+                assert await anyio.to_thread.run_sync(writing_end.wait, GUARD_S)
+                # The run has agreed to end, and is writing so.
+                assert not service.runs.handles[conv.id].accepting
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(send, conv.id, outcome)
+                    await anyio.sleep(0.05)
+                    assert not outcome, "answered before the run it was given to ended"
+                    queue_full = refused
+                    release.set()
+            finally:
+                release.set()
+                queue_full = False
+            [result] = outcome
+            if refused:
+                assert result is not None
+                assert result.event is not None
+                assert result.event.data == {"text": "late"}
+                assert (await service.get(conv.id)).status == "finished"
+            else:
+                assert result is None
+                await wait_status(service, conv.id, "finished")
+                events = await all_events(service, conv.id)
+                replies = [e.data["text"] for e in events if e.source == "agent"]
+                assert replies[-1] == "late"
+            await wait_idle_lane(service)
 
 
 async def test_create_puts_the_status_back_if_refused_after_storing_queued(

@@ -35,8 +35,8 @@ from laneway.store.base import EventStore, NotFound
 
 Outcome = Literal["finished", "paused", "error", "stuck"]
 # How a run asks to end: "done" (the agent finished; it goes on if messages are
-# unread), "stop" (max_steps, error, stuck: unread messages start a new run) or
-# "pause" (unread messages wait for the next run).
+# unread), "stop" (max_steps, error, stuck: unread messages start a new run in
+# the same token) or "pause" (unread messages wait for the next run).
 EndRequest = Literal["done", "stop", "pause"]
 MESSAGES_PER_STEP = 500
 
@@ -70,6 +70,8 @@ class RunHandle:
         self.newest_message_seq = 0
         # False once the run has agreed to end; later messages start a new run.
         self.accepting = True
+        # The run has stopped with messages unread: a new run follows at once, in
+        # the same run-lane token, so that no full queue can refuse it.
         self.rerun = False
         self.stuck = False
         # How the run ended, for the log line the service writes.
@@ -118,12 +120,24 @@ class RunHandle:
         and noting a message cannot interleave. Returns False when the run must
         go on to read messages stored after ``read_seq``, the last it has read."""
         unread = self.newest_message_seq > read_seq
-        if request == "done" and unread:
+        if unread and request == "done":
             return False
-        self.accepting = False
         if unread and request == "stop":
+            # Still accepting: the run that follows reads what comes meanwhile too.
             self.rerun = True
+        else:
+            self.accepting = False
         return True
+
+    def start_again(self) -> None:
+        """Ready the handle for the run that follows a "stop" with messages unread;
+        call on the loop. A pause requested meanwhile still holds."""
+        with self._clock:
+            self.stuck = False
+        self.rerun = False
+        self.stuck_written = anyio.Event()
+        self.ending = ""
+        self.error = None
 
 
 class Runner:
@@ -166,6 +180,15 @@ class Runner:
         except Exception as exc:
             self._fail(exc)
         return self.agent
+
+    def execute_again(self) -> Agent | None:
+        """Run once more, from the record the last run left, for the messages it
+        stopped with unread (see :meth:`RunHandle.start_again`)."""
+        record = self.store.get_conversation(self.cid)
+        if record is None:
+            return self.agent  # deleted meanwhile
+        self.record = record
+        return self.execute()
 
     def _fail(self, exc: Exception) -> None:
         message = f"{type(exc).__name__}: {exc}"

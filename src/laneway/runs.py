@@ -26,7 +26,6 @@ from laneway.store.base import EventStore
 log = logging.getLogger("laneway.runs")
 
 Append = Callable[[str, Sequence[NewEvent], ConversationUpdate | None], Awaitable[list[Event]]]
-ReadRecord = Callable[[str], Awaitable[ConversationRecord]]
 QUEUED_REASON = "paused while queued"
 
 
@@ -40,7 +39,6 @@ class Runs:
         broker: EventBroker,
         *,
         append: Append,
-        read_record: ReadRecord,
         step_timeout_s: float,
         shutdown_grace_s: float,
     ) -> None:
@@ -50,7 +48,6 @@ class Runs:
         self.step_timeout_s = step_timeout_s
         self.shutdown_grace_s = shutdown_grace_s
         self._append = append
-        self._read_record = read_record
         # Runs queued or running, by conversation id.
         self.handles: dict[str, RunHandle] = {}
         # Agents keep their state between the runs of a conversation.
@@ -183,32 +180,36 @@ class Runs:
         # forever. Shielded, so that a client going away cannot leave the status
         # "queued" with no run behind it.
         with anyio.CancelScope(shield=True):
-            if not queued_stored:
-                try:
+            try:
+                if not queued_stored:
                     stored = await self._append(
                         cid, [*first, status_event("queued")], ConversationUpdate(status="queued")
                     )
-                except BaseException:
-                    del self.handles[cid]
-                    # A pause, a message or shutdown may be waiting on this run.
-                    handle.settled.set()
-                    handle.done.set()
+                try:
+                    await self._tg.start(self._run_task, handle, record)
+                except LaneFull as exc:
+                    # Others filled the queue while "queued" was being written.
+                    await self._put_back(record, "run queue full")
+                    if first:
+                        raise RunNotAdmitted(exc, event=stored[0]) from exc
                     raise
-            try:
-                # On LaneFull the task's own cleanup forgets the handle again.
-                await self._tg.start(self._run_task, handle, record)
-            except LaneFull as exc:
-                # Others filled the queue while "queued" was being written.
-                await self._put_back(record, "run queue full")
-                if first:
-                    raise RunNotAdmitted(exc, event=stored[0]) from exc
+            except BaseException:
+                # Never queued. Forgotten only after any put-back: until then the
+                # stored status is still "queued", and a run claimed from it would
+                # put that back if refused.
+                self._forget(handle)
                 raise
             finally:
-                # After any put-back, so that a message waiting on this run, and
-                # then queueing its own, reads the status this one left.
+                # A message handed to this run waits for this, then queues its own
+                # run if this one is gone.
                 handle.settled.set()
         log.debug("run %s queued", cid)
         return stored[: len(first)]
+
+    def _forget(self, handle: RunHandle) -> None:
+        del self.handles[handle.conversation_id]
+        # A pause, a message or shutdown may be waiting on this run.
+        handle.done.set()
 
     async def _put_back(self, record: ConversationRecord, reason: str) -> None:
         """Restore the status ``record`` had before "queued" was stored. Shielded:
@@ -246,26 +247,41 @@ class Runs:
             with handle.scope:
                 async with lane.hold(ticket=cid, on_enqueued=enqueued):
                     handle.admitted = True
-                    log.info("run %s started", cid)
-                    # Shielded: a run is never cancelled mid-step. Only shutdown past
-                    # its grace period cancels this scope, leaving the thread behind.
-                    with anyio.CancelScope(shield=True) as thread_scope:
-                        handle.thread_scope = thread_scope
-                        agent = await lane.to_thread(runner.execute, abandon_on_cancel=True)
-                        if agent is not None and not handle.deleted:
-                            self.agents[cid] = agent
+                    await self._execute(handle, runner)
             written_elsewhere = handle.deleted or handle.abandoned or handle.paused_at_shutdown
-            if not handle.admitted and not written_elsewhere:
-                await self._write_queued_pause(handle)
+            if not handle.admitted:
+                if not written_elsewhere:
+                    await self._write_queued_pause(handle)
+                log.info("run %s left the queue", cid)
         finally:
+            # One refused a place in the queue is launch()'s to forget, after it
+            # has put the status back.
+            if handle.enqueued:
+                self._forget(handle)
+
+    async def _execute(self, handle: RunHandle, runner: Runner) -> None:
+        """Run in the token held, and again while a run stops with messages unread."""
+        cid = handle.conversation_id
+        execute = runner.execute
+        log.info("run %s started", cid)
+        while True:
+            # Shielded: a run is never cancelled mid-step. Only shutdown past its
+            # grace period cancels this scope, leaving the thread behind.
+            with anyio.CancelScope(shield=True) as thread_scope:
+                handle.thread_scope = thread_scope
+                agent = await self.lanes.run.to_thread(execute, abandon_on_cancel=True)
+                if agent is not None and not handle.deleted:
+                    self.agents[cid] = agent
             with anyio.CancelScope(shield=True):
+                # The stuck status must land before any status written after it.
                 if handle.stuck:
                     await handle.stuck_written.wait()
-            del self.handles[cid]
-            handle.done.set()
             self._log_end(handle)
-        if handle.rerun and not handle.deleted and self._admitting:
-            await self._rerun(cid)
+            if not handle.rerun or handle.deleted or handle.abandoned:
+                return
+            handle.start_again()
+            log.info("run %s started again for messages left unread", cid)
+            execute = runner.execute_again
 
     async def _write_queued_pause(self, handle: RunHandle) -> None:
         await self._append(
@@ -274,20 +290,12 @@ class Runs:
             ConversationUpdate(status="paused"),
         )
 
-    async def _rerun(self, conversation_id: str) -> None:
-        try:
-            await self.start(await self._read_record(conversation_id))
-        except (LaneFull, NotFound, ShuttingDown) as exc:
-            log.warning("run %s not restarted for its new messages: %s", conversation_id, exc)
-
     def _log_end(self, handle: RunHandle) -> None:
         cid = handle.conversation_id
         if handle.error is not None:
             log.error("run %s error: %s", cid, handle.error)
-        elif handle.admitted:
+        else:
             log.info("run %s ended: %s", cid, handle.ending or "stopped")
-        elif handle.enqueued:
-            log.info("run %s left the queue", cid)
 
     async def _watch_stuck_steps(self) -> None:
         interval = min(1.0, self.step_timeout_s / 4)

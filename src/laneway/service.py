@@ -65,7 +65,6 @@ class ConversationService:
             lanes,
             self.broker,
             append=self._append,
-            read_record=self._record,
             step_timeout_s=step_timeout_s,
             shutdown_grace_s=shutdown_grace_s,
         )
@@ -221,29 +220,41 @@ class ConversationService:
         in progress picks it up, or a new run is queued. If the run queue is full,
         the message is kept and :class:`RunNotAdmitted` carries it."""
         message = NewEvent("message", "user", {"text": content})
-        if run and conversation_id not in self.runs.handles:
-            event = await self._start_with(conversation_id, message)
-            if event is not None:
-                return event, await self.get(conversation_id)
-        [event] = await self._append(conversation_id, [message])
-        if run and not await self._hand_to_run(conversation_id, event):
-            # No run will read it: the one going when it came has just ended, or
-            # was refused a place in the run queue.
-            try:
-                await self.runs.start(await self._record(conversation_id))
-            except LaneFull as exc:
-                raise await self._not_admitted(exc, conversation_id, event) from exc
+        if run:
+            event = await self._deliver(conversation_id, message)
+        else:
+            [event] = await self._append(conversation_id, [message])
         return event, await self.get(conversation_id)
 
-    async def _hand_to_run(self, conversation_id: str, event: Event) -> bool:
-        """Give a stored message to the run in progress; False if none will read it."""
-        handle = self.runs.handles.get(conversation_id)
-        if handle is None:
-            return False
+    async def _deliver(self, conversation_id: str, message: NewEvent) -> Event:
+        """Store ``message`` and see that a run reads it: the run in progress, or
+        a new one. Each await can change which run there is, so it is asked again
+        after each, until one has taken the message."""
+        event: Event | None = None
+        while True:
+            handle = self.runs.handles.get(conversation_id)
+            if handle is not None:
+                if event is None:
+                    [event] = await self._append(conversation_id, [message])
+                elif await self._hand_to_run(handle, event):
+                    return event
+            elif event is None:
+                event = await self._start_with(conversation_id, message)
+                if event is not None:
+                    return event
+            else:
+                try:
+                    if await self.runs.start(await self._record(conversation_id)):
+                        return event
+                except LaneFull as exc:
+                    raise await self._not_admitted(exc, conversation_id, event) from exc
+
+    async def _hand_to_run(self, handle: RunHandle, event: Event) -> bool:
+        """Give a stored message to a run; False if that run will not read it."""
         if not handle.accepting:
-            # It has agreed to end; it starts again for this message when it has.
-            handle.rerun = True
-            return True
+            # It has agreed to end; once it has, a new run reads the message.
+            await handle.done.wait()
+            return False
         handle.message_sent(event.seq)
         # A run whose "queued" is still being written may yet find the queue full.
         await handle.settled.wait()
