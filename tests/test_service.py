@@ -365,22 +365,33 @@ async def test_message_to_an_idle_conversation_queues_its_run_in_one_io_call() -
         assert sorted(replies) == ["three", "two"]
 
 
+def hold_writes(
+    monkeypatch: pytest.MonkeyPatch, service: ConversationService, count: int
+) -> list[tuple[anyio.Event, anyio.Event]]:
+    """Hold the next ``count`` writes that runs make on the loop: each sets the
+    first event of its pair when it is reached, and waits for the second."""
+    append = service.runs._append
+    holds = [(anyio.Event(), anyio.Event()) for _ in range(count)]
+    ahead = list(holds)
+
+    async def held_append(*args: Any) -> list[Event]:
+        if ahead:
+            reached, release = ahead.pop(0)
+            reached.set()
+            await release.wait()
+        return await append(*args)
+
+    monkeypatch.setattr(service.runs, "_append", held_append)
+    return holds
+
+
 async def test_message_handed_to_a_run_that_is_then_refused_is_refused_too(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     async with full_run_queue() as (service, c):
         # As if the queue had filled between the check and the enqueue.
         monkeypatch.setattr(service.lanes.run, "check_admission", lambda: None)
-        written = anyio.Event()
-        release = anyio.Event()
-        append = service.runs._append
-
-        async def append_after_release(*args: Any) -> list[Event]:
-            written.set()
-            await release.wait()
-            return await append(*args)
-
-        monkeypatch.setattr(service.runs, "_append", append_after_release)
+        [(written, release)] = hold_writes(monkeypatch, service, 1)
         refused: dict[str, RunNotAdmitted] = {}
 
         async def send(text: str) -> None:
@@ -415,19 +426,10 @@ async def test_no_run_is_claimed_from_a_queued_status_that_is_being_put_back(
     async with full_run_queue() as (service, c):
         # As if the queue had filled between the check and the enqueue.
         monkeypatch.setattr(service.lanes.run, "check_admission", lambda: None)
-        append = service.runs._append
         # The first run's "queued", then its put-back.
-        writes = [(anyio.Event(), anyio.Event()) for _ in range(2)]
-
-        async def gated_append(*args: Any) -> list[Event]:
-            if writes:
-                reached, release = writes.pop(0)
-                reached.set()
-                await release.wait()
-            return await append(*args)
-
-        monkeypatch.setattr(service.runs, "_append", gated_append)
-        [(queued_written, release_queued), (put_back_written, release_put_back)] = writes
+        [(queued_written, release_queued), (put_back_written, release_put_back)] = hold_writes(
+            monkeypatch, service, 2
+        )
         outcome: dict[str, BaseException | None] = {}
 
         async def send(text: str) -> None:
