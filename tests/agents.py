@@ -10,6 +10,10 @@ from laneway.agents import StepResult, ToolCall, Turn
 GUARD_S = 30.0  # a step never blocks longer than this, so a failing test cannot hang
 GATES: dict[str, threading.Event] = {}
 PEAKS: dict[str, int] = {}
+# The turns each ToolThenRecordAgent was given, by its key.
+TURNS: dict[str, list[Turn]] = {}
+# Gates whose breakable agent can no longer be built, as when a plugin has gone.
+BROKEN: set[str] = set()
 _lock = threading.Lock()
 
 
@@ -24,10 +28,13 @@ class GateAgent:
     def __init__(self, config: dict[str, Any]) -> None:
         self.gate = gate(str(config["gate"]))
         self.entered = gate(str(config["gate"]) + ":entered")
+        self.fail = bool(config.get("fail", False))
 
     def step(self, turn: Turn) -> StepResult:
         self.entered.set()
         self.gate.wait(GUARD_S)
+        if self.fail:
+            raise RuntimeError("failed after the gate")
         return StepResult(messages=list(turn.new_messages) or [f"step {turn.step}"], done=True)
 
     def call_tool(self, call: ToolCall) -> Any:
@@ -63,6 +70,32 @@ class ParallelToolsAgent:
         return call.arguments["i"] * 10
 
 
+class ToolThenRecordAgent:
+    """Asks for one tool call in its first step; records every turn it is given."""
+
+    def __init__(self, config: dict[str, Any]) -> None:
+        self.turns = TURNS.setdefault(str(config["key"]), [])
+
+    def step(self, turn: Turn) -> StepResult:
+        self.turns.append(turn)
+        if turn.step == 1:
+            return StepResult(tool_calls=[ToolCall(id="c1", name="times10", arguments={"x": 4})])
+        return StepResult(messages=["done"], done=True)
+
+    def call_tool(self, call: ToolCall) -> Any:
+        return call.arguments["x"] * 10
+
+
+def make_breakable(config: dict[str, Any]) -> GateAgent:
+    if config["gate"] in BROKEN:
+        raise RuntimeError("this agent can no longer be built")
+    return GateAgent(config)
+
+
+def make_tool_then_record(config: dict[str, Any]) -> ToolThenRecordAgent:
+    return ToolThenRecordAgent(config)
+
+
 def make_gate(config: dict[str, Any]) -> GateAgent:
     return GateAgent(config)
 
@@ -71,4 +104,9 @@ def make_parallel(config: dict[str, Any]) -> ParallelToolsAgent:
     return ParallelToolsAgent(config)
 
 
-ALLOWED = ["tests.agents:make_gate", "tests.agents:make_parallel"]
+ALLOWED = [
+    "tests.agents:make_gate",
+    "tests.agents:make_parallel",
+    "tests.agents:make_breakable",
+    "tests.agents:make_tool_then_record",
+]

@@ -10,6 +10,7 @@ import pytest
 
 from tests import agents
 from tests.apiclient import api_client, service
+from tests.lanes_held import lane_held
 
 pytestmark = pytest.mark.anyio
 
@@ -393,24 +394,10 @@ async def test_429_run_queue_full_keeps_the_message() -> None:
 
 async def test_503_io_lane_full() -> None:
     async with api_client(io_lane_size=1, io_max_waiting=0) as client:
-        lanes = service(client).lanes
-        held, release = anyio.Event(), anyio.Event()
-
-        async def occupy_io_lane() -> None:
-            # Its own task: the test task must not itself hold the lane it asks for.
-            async with lanes.io.hold():
-                held.set()
-                await release.wait()
-
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(occupy_io_lane)
-            await held.wait()
-            try:
-                response = await client.get(C)
-                assert_error(response, 503, "lane_full")
-                assert int(response.headers["retry-after"]) >= 1
-            finally:
-                release.set()
+        async with lane_held(service(client).lanes.io):
+            response = await client.get(C)
+            assert_error(response, 503, "lane_full")
+            assert int(response.headers["retry-after"]) >= 1
         assert (await client.get(C)).status_code == 200
 
 

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import sqlite3
 import threading
 import uuid
 from collections.abc import AsyncIterator, Iterable
@@ -10,6 +11,7 @@ from typing import Any
 import anyio
 import pytest
 
+from laneway.agents import ToolResult
 from laneway.broker import EventBroker
 from laneway.errors import Conflict, InvalidRequest, NotFound, RunNotAdmitted, ShuttingDown
 from laneway.lanes import SHARED_POOL_SIZE, LaneFull, Lanes, LanesConfig
@@ -18,6 +20,7 @@ from laneway.runner import RunHandle, status_event
 from laneway.service import RESTART_REASON, ConversationService
 from laneway.store import SQLiteEventStore
 from tests import agents
+from tests.lanes_held import lane_held
 
 pytestmark = pytest.mark.anyio
 
@@ -376,12 +379,12 @@ def hold_writes(
     holds = [(anyio.Event(), anyio.Event()) for _ in range(count)]
     ahead = list(holds)
 
-    async def held_append(*args: Any) -> list[Event]:
+    async def held_append(*args: Any, **kwargs: Any) -> list[Event]:
         if ahead:
             reached, release = ahead.pop(0)
             reached.set()
             await release.wait()
-        return await append(*args)
+        return await append(*args, **kwargs)
 
     monkeypatch.setattr(service.runs, "_append", held_append)
     return holds
@@ -584,7 +587,7 @@ async def test_pause_returns_when_the_queued_write_of_a_run_fails(
         release = anyio.Event()
         append = service.runs._append
 
-        async def append_after_release(*args: Any) -> list[Event]:
+        async def append_after_release(*args: Any, **kwargs: Any) -> list[Event]:
             await release.wait()
             raise NotFound("deleted meanwhile")
 
@@ -932,3 +935,203 @@ async def test_subscriptions_wait_out_a_full_io_lane() -> None:
                 for _ in range(50):
                     tg.start_soon(follow)
         assert service.lanes.io.snapshot().rejected > 0
+
+
+# -- what the loop owes a run, when the store or the io lane says no ------------------
+
+
+async def wait_rejected(service: ConversationService, lane: str, at_least: int) -> None:
+    with anyio.fail_after(GUARD_S):
+        while service.lanes[lane].snapshot().rejected < at_least:
+            await anyio.sleep(0.002)
+
+
+async def test_pause_of_a_queued_run_waits_out_a_full_io_lane() -> None:
+    async with open_service(run_size=1, io_size=1, io_max_waiting=0) as service:
+        async with gated_run(service):
+            b = await service.create(initial_message="b")
+            paused: list[Conversation] = []
+            async with lane_held(service.lanes.io) as release, anyio.create_task_group() as tg:
+
+                async def pause() -> None:
+                    paused.append(await service.pause(b.id))
+
+                tg.start_soon(pause)
+                # The pause's status write has been refused at least once ...
+                await wait_rejected(service, "io", 1)
+                assert not paused
+                release.set()  # ... and lands once the lane has room.
+            assert paused[0].status == "paused"
+            assert statuses(await all_events(service, b.id))[-1] == "paused"
+        await wait_idle_lane(service)
+    # The service closed cleanly: nothing escaped into its task group.
+
+
+async def test_pause_of_a_queued_run_deleted_meanwhile_writes_nothing(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    async with open_service(run_size=1) as service:
+        async with gated_run(service):
+            b = await service.create(initial_message="b")
+            [(written, release)] = hold_writes(monkeypatch, service, 1)
+
+            async def pause() -> None:
+                with pytest.raises(NotFound):  # the conversation is gone by its end
+                    await service.pause(b.id)
+
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(pause)
+                await written.wait()  # the queued run's pause, held before its write
+                tg.start_soon(service.delete, b.id)
+                with anyio.fail_after(GUARD_S):
+                    while service.store.get_conversation(b.id) is not None:
+                        await anyio.sleep(0.002)
+                release.set()  # the write now finds no conversation
+            assert b.id not in service.runs.handles
+        await wait_idle_lane(service)
+
+
+async def test_a_refused_delete_leaves_the_run_as_it_was() -> None:
+    async with open_service(run_size=1, io_size=1, io_max_waiting=0) as service:
+        async with gated_run(service):
+            b = await service.create(initial_message="b")
+            async with lane_held(service.lanes.io):
+                with pytest.raises(LaneFull):
+                    await service.delete(b.id)
+            view = await service.get(b.id)
+            assert (view.status, view.queue_position) == ("queued", 1)
+        await wait_status(service, b.id, "finished")
+
+
+async def test_shutdown_leaves_behind_the_step_of_a_deleted_conversation(
+    tmp_path: Path,
+) -> None:
+    db = str(tmp_path / "laneway.db")
+    (spec, gate), (other_spec, other_gate) = gate_spec(), gate_spec()
+    try:
+        async with open_service(db, shutdown_grace_s=0.05) as service:
+            gone = await service.create(agent=spec, initial_message="a")
+            kept = await service.create(agent=other_spec, initial_message="b")
+            for conv in (gone, kept):
+                await wait_status(service, conv.id, "running")
+            await anyio.to_thread.run_sync(
+                agents.gate(spec.config["gate"] + ":entered").wait, GUARD_S
+            )
+            await service.delete(gone.id)
+            assert gone.id in service.runs.handles  # its step has not returned
+        # Closed cleanly: the deleted conversation needed no "paused", the other got one.
+    finally:
+        gate.set()
+        other_gate.set()
+    store = SQLiteEventStore(db)
+    try:
+        assert store.get_conversation(gone.id) is None
+        record = store.get_conversation(kept.id)
+        assert record is not None
+        assert record.status == "paused"
+    finally:
+        store.close()
+
+
+async def test_tool_results_reach_the_next_run_when_a_run_ends_after_tool_calls() -> None:
+    key = uuid.uuid4().hex
+    spec = AgentSpec("tests.agents:make_tool_then_record", {"key": key})
+    async with open_service() as service:
+        conv = await service.create(agent=spec, initial_message="go", max_steps=1)
+        await wait_status(service, conv.id, "finished")
+        await wait_idle_lane(service)
+        await service.run(conv.id)
+        await wait_status(service, conv.id, "finished")
+        first, second = agents.TURNS[key]
+        assert first.tool_results == []
+        assert second.tool_results == [ToolResult("c1", "times10", output=40)]
+
+
+async def test_an_agent_that_cannot_be_built_errors_once_with_messages_waiting() -> None:
+    broken = AgentSpec("tests.agents:make_breakable", {"gate": uuid.uuid4().hex})
+    async with open_service(run_size=1) as service:
+        b = await service.create(agent=broken)
+        try:
+            # As after a restart with the plugin gone: built anew, and failing.
+            agents.BROKEN.add(broken.config["gate"])
+            service.runs.agents.pop(b.id)
+            async with gated_run(service):
+                await service.send_message(b.id, "first")  # queued behind the gate
+                await service.send_message(b.id, "second")  # handed to that run
+        finally:
+            agents.gate(broken.config["gate"]).set()
+        await wait_status(service, b.id, "error")
+        await wait_idle_lane(service)
+        events = await all_events(service, b.id)
+        # One error, not a run started again and again for the unread messages.
+        assert [e.data["type"] for e in events if e.kind == "error"] == ["AgentConfigError"]
+        assert statuses(events)[-1] == "error"
+        last_error = (await service.get(b.id)).last_error
+        assert last_error is not None
+        assert "can no longer be built" in last_error
+
+
+async def test_an_error_after_a_stuck_step_is_the_final_status(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    name = uuid.uuid4().hex
+    spec = AgentSpec("tests.agents:make_gate", {"gate": name, "fail": True})
+    async with open_service(step_timeout_s=0.05) as service:
+        [(stuck_reached, release_stuck)] = hold_writes(monkeypatch, service, 1)
+        conv = await service.create(agent=spec, initial_message="a")
+        await stuck_reached.wait()  # the watchdog's "stuck", held before its write
+        agents.gate(name).set()  # the step now raises
+        await anyio.sleep(0.05)  # room for an error written too early (not a timing check)
+        release_stuck.set()
+        await wait_status(service, conv.id, "error")
+        await wait_idle_lane(service)
+        assert statuses(await all_events(service, conv.id))[-2:] == ["stuck", "error"]
+
+
+async def test_a_stream_opened_as_its_conversation_is_deleted_ends(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    async with open_service() as service:
+        conv = await service.create()
+        row = service.store.get_conversation(conv.id)
+        looking, deleted = threading.Event(), threading.Event()
+
+        def lookup_before_the_delete(conversation_id: str) -> Any:
+            looking.set()
+            deleted.wait(GUARD_S)
+            return row  # as read just before the delete committed
+
+        monkeypatch.setattr(service.store, "cached_conversation", lambda cid: None)
+        monkeypatch.setattr(service.store, "get_conversation", lookup_before_the_delete)
+        got: list[Event] = []
+
+        async def consume() -> None:
+            async for event in service.subscribe(conv.id):
+                got.append(event)
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(consume)
+            await anyio.to_thread.run_sync(looking.wait, GUARD_S)
+            await service.delete(conv.id)
+            deleted.set()
+        # The stream ended by itself (else the block above would not have).
+        assert got == []
+
+
+async def test_a_run_whose_writes_fail_ends_without_taking_the_service_down(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    async with open_service(run_size=1) as service:
+        async with gated_run(service) as a:
+
+            def disk_full(*args: Any, **kwargs: Any) -> Any:
+                raise sqlite3.OperationalError("database or disk is full")
+
+            monkeypatch.setattr(service.store, "append", disk_full)
+        # The step returned and none of the run's writes could land: the run
+        # ends, its token comes back, and the service goes on serving.
+        await wait_idle_lane(service)
+        monkeypatch.undo()
+        assert (await service.get(a.id)).status == "running"  # as last written
+        await service.run(a.id)
+        await wait_status(service, a.id, "finished")

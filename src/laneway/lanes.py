@@ -302,6 +302,17 @@ class Lane:
         async with self.hold():
             return await self.to_thread(fn, *args)
 
+    async def run_sync_patiently(self, fn: Callable[[Unpack[Ts]], T], *args: *Ts) -> T:
+        """:meth:`run_sync`, but a full queue is waited out rather than raised:
+        for calls the server owes to work it has already accepted (a stream's
+        replay, a run's status), which must not fail because others queue.
+        Each refusal is still counted as rejected."""
+        while True:
+            try:
+                return await self.run_sync(fn, *args)
+            except LaneFull as exc:
+                await anyio.sleep(exc.retry_after)
+
     async def to_thread(
         self, fn: Callable[[Unpack[Ts]], T], *args: *Ts, abandon_on_cancel: bool = False
     ) -> T:

@@ -14,6 +14,7 @@ import contextlib
 import threading
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import anyio
@@ -140,6 +141,16 @@ class RunHandle:
         self.error = None
 
 
+@dataclass
+class AgentState:
+    """What a conversation keeps between its runs: the agent, and the results of
+    the tool calls its last step asked for, which no step has been given yet (a
+    run may end, by pause or max_steps, between a step and the next)."""
+
+    agent: Agent
+    tool_results: list[ToolResult] = field(default_factory=list)
+
+
 class Runner:
     """Executes one run in the calling (run-lane) thread; see :meth:`execute`."""
 
@@ -148,14 +159,14 @@ class Runner:
         *,
         handle: RunHandle,
         record: ConversationRecord,
-        agent: Agent | None,
+        state: AgentState | None,
         store: EventStore,
         tool_lane: Lane,
         broker: EventBroker,
     ) -> None:
         self.handle = handle
         self.record = record
-        self.agent = agent
+        self.state = state
         self.store = store
         self.tool_lane = tool_lane
         self.broker = broker
@@ -163,14 +174,20 @@ class Runner:
         # The seq of the last user message a step has been given.
         self.read_seq = record.read_seq
 
-    def execute(self) -> Agent | None:
-        """Run the loop to its end and write the final status. Returns the agent,
-        so that the service keeps its state for the conversation's next run."""
+    def execute(self) -> AgentState | None:
+        """Run the loop to its end and write the final status. Returns the agent's
+        state, which the service keeps for the conversation's next run."""
         try:
             self._append([status_event("running")], ConversationUpdate(status="running"))
-            if self.agent is None:
-                self.agent = make_agent(self.record.agent)
-            outcome, reason = self._loop(self.agent)
+            if self.state is None:
+                try:
+                    self.state = AgentState(make_agent(self.record.agent))
+                except Exception as exc:
+                    # No step can read the messages; rerunning would fail the same
+                    # way, so they wait for a later run.
+                    self._fail(exc, "pause")
+                    return None
+            outcome, reason = self._loop(self.state)
             self.handle.ending = f"{outcome} ({reason})" if reason else outcome
             # The watchdog already wrote the stuck status; a stuck run just ends.
             if outcome != "stuck":
@@ -178,22 +195,26 @@ class Runner:
         except _Gone:
             pass
         except Exception as exc:
-            self._fail(exc)
-        return self.agent
+            self._fail(exc, "stop")
+        return self.state
 
-    def execute_again(self) -> Agent | None:
+    def execute_again(self) -> AgentState | None:
         """Run once more, from the record the last run left, for the messages it
         stopped with unread (see :meth:`RunHandle.start_again`)."""
         record = self.store.get_conversation(self.cid)
         if record is None:
-            return self.agent  # deleted meanwhile
+            return self.state  # deleted meanwhile
         self.record = record
         return self.execute()
 
-    def _fail(self, exc: Exception) -> None:
+    def _fail(self, exc: Exception, request: EndRequest) -> None:
         message = f"{type(exc).__name__}: {exc}"
         self.handle.error = message
-        self._claim("stop")
+        self._claim(request)
+        if self.handle.stuck:
+            # The watchdog's "stuck" is on its way through the io lane; the error,
+            # written from here straight to the store, must not land before it.
+            anyio.from_thread.run(self.handle.stuck_written.wait)
         error = NewEvent("error", "system", {"type": type(exc).__name__, "message": str(exc)})
         with contextlib.suppress(_Gone):
             self._append(
@@ -201,11 +222,10 @@ class Runner:
                 ConversationUpdate(status="error", last_error=message),
             )
 
-    def _loop(self, agent: Agent) -> tuple[Outcome, str]:
+    def _loop(self, state: AgentState) -> tuple[Outcome, str]:
         handle = self.handle
         steps_done = self.record.steps_done
         steps_this_run = 0
-        tool_results: list[ToolResult] = []
         while True:
             if handle.pause_requested and self._claim("pause"):
                 return "paused", "pause requested"
@@ -217,11 +237,12 @@ class Runner:
             turn = Turn(
                 step=steps_done + 1,
                 new_messages=[str(e.data.get("text", "")) for e in new_messages],
-                tool_results=tool_results,
+                tool_results=state.tool_results,
             )
+            state.tool_results = []
             handle.begin_step(turn.step)
             try:
-                result = agent.step(turn)
+                result = state.agent.step(turn)
             finally:
                 stuck = handle.end_step()
             steps_done += 1
@@ -232,7 +253,8 @@ class Runner:
             )
             if stuck and self._claim("stop"):
                 return "stuck", ""
-            tool_results = self._run_tools(agent, result.tool_calls) if result.tool_calls else []
+            if result.tool_calls:
+                state.tool_results = self._run_tools(state.agent, result.tool_calls)
             if result.done and self._claim("done"):
                 return "finished", "agent finished"
 

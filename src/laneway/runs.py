@@ -8,9 +8,11 @@ queued, stuck, left behind at shutdown); the run thread writes the rest.
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from types import TracebackType
+from typing import Protocol
 
 import anyio
 from anyio.abc import TaskGroup, TaskStatus
@@ -19,14 +21,27 @@ from laneway.agents import Agent
 from laneway.broker import EventBroker
 from laneway.errors import NotFound, RunNotAdmitted, ShuttingDown
 from laneway.lanes import LaneFull, Lanes
-from laneway.models import ConversationRecord, ConversationUpdate, Event, NewEvent
-from laneway.runner import RunHandle, Runner, status_event
+from laneway.models import ConversationRecord, ConversationUpdate, Event, NewEvent, Status
+from laneway.runner import AgentState, RunHandle, Runner, status_event
 from laneway.store.base import EventStore
 
 log = logging.getLogger("laneway.runs")
 
-Append = Callable[[str, Sequence[NewEvent], ConversationUpdate | None], Awaitable[list[Event]]]
 QUEUED_REASON = "paused while queued"
+SHUTDOWN_REASON = "interrupted by shutdown"
+
+
+class Append(Protocol):
+    """The service's write: store events, then publish them."""
+
+    async def __call__(
+        self,
+        conversation_id: str,
+        events: Sequence[NewEvent],
+        update: ConversationUpdate | None = None,
+        *,
+        patient: bool = False,
+    ) -> list[Event]: ...
 
 
 class Runs:
@@ -51,7 +66,7 @@ class Runs:
         # Runs queued or running, by conversation id.
         self.handles: dict[str, RunHandle] = {}
         # Agents keep their state between the runs of a conversation.
-        self.agents: dict[str, Agent] = {}
+        self.agents: dict[str, AgentState] = {}
         self._tg: TaskGroup | None = None
         self._admitting = False
 
@@ -69,13 +84,25 @@ class Runs:
         tb: TracebackType | None,
     ) -> bool | None:
         assert self._tg is not None
-        with anyio.CancelScope(shield=True):
-            await self._shutdown()
-        self._tg.cancel_scope.cancel()
-        return await self._tg.__aexit__(exc_type, exc, tb)
+        try:
+            with anyio.CancelScope(shield=True):
+                await self._shutdown()
+        finally:
+            # Whatever shutdown met, no task of the group outlives it.
+            self._tg.cancel_scope.cancel()
+            exited = await self._tg.__aexit__(exc_type, exc, tb)
+        return exited
 
     def stop_admitting(self) -> None:
         self._admitting = False
+
+    def adopt_agent(self, conversation_id: str, agent: Agent) -> None:
+        """Keep a new conversation's agent for its first run."""
+        self.agents[conversation_id] = AgentState(agent)
+
+    def forget_conversation(self, conversation_id: str) -> None:
+        """Drop what is kept for a deleted conversation."""
+        self.agents.pop(conversation_id, None)
 
     async def _shutdown(self) -> None:
         """Stop admitting, pause every run, wait up to the grace period, then leave
@@ -91,12 +118,7 @@ class Runs:
                     handle.paused_at_shutdown = True
                     queued.append(handle.conversation_id)
                 handle.scope.cancel()
-        if queued:
-            # One io call for them all: one each could overflow the io lane's
-            # queue, since the run queue is allowed to be far longer.
-            stored = await self.lanes.io.run_sync(self.store.mark_paused, queued, QUEUED_REASON)
-            for cid, events in stored.items():
-                self.broker.publish(cid, events)
+        await self._mark_paused(queued, QUEUED_REASON)
         with anyio.move_on_after(self.shutdown_grace_s):
             for handle in list(self.handles.values()):
                 await handle.done.wait()
@@ -105,11 +127,19 @@ class Runs:
             handle.abandoned = True
             if handle.thread_scope is not None:
                 handle.thread_scope.cancel()
-            await self._append(
-                handle.conversation_id,
-                [status_event("paused", "interrupted by shutdown")],
-                ConversationUpdate(status="paused"),
-            )
+        await self._mark_paused([h.conversation_id for h in left_behind], SHUTDOWN_REASON)
+
+    async def _mark_paused(self, conversation_ids: list[str], reason: str) -> None:
+        """Pause many runs in one io call: one each could overflow the io lane's
+        queue, since the run queue may be far longer. Conversations deleted
+        meanwhile are skipped."""
+        if not conversation_ids:
+            return
+        stored = await self.lanes.io.run_sync_patiently(
+            self.store.mark_paused, conversation_ids, reason
+        )
+        for cid, events in stored.items():
+            self.broker.publish(cid, events)
 
     def check_admission(self) -> None:
         """Raise ShuttingDown, or LaneFull (counted as rejected), if a run could not
@@ -212,13 +242,20 @@ class Runs:
         handle.done.set()
 
     async def _put_back(self, record: ConversationRecord, reason: str) -> None:
-        """Restore the status ``record`` had before "queued" was stored. Shielded:
-        a client going away must not leave "queued" with no run behind it."""
-        with anyio.CancelScope(shield=True):
+        """Restore the status ``record`` had before "queued" was stored."""
+        await self._write_status(record.id, record.status, reason)
+
+    async def _write_status(self, conversation_id: str, status: Status, reason: str) -> None:
+        """Write a status the loop owes a run it accepted. Shielded, and patient
+        with a full io lane: a client going away, or others filling the lane,
+        must not leave a status that no run stands behind. A conversation deleted
+        meanwhile needs none."""
+        with anyio.CancelScope(shield=True), contextlib.suppress(NotFound):
             await self._append(
-                record.id,
-                [status_event(record.status, reason)],
-                ConversationUpdate(status=record.status),
+                conversation_id,
+                [status_event(status, reason)],
+                ConversationUpdate(status=status),
+                patient=True,
             )
 
     async def _run_task(
@@ -233,7 +270,7 @@ class Runs:
         runner = Runner(
             handle=handle,
             record=record,
-            agent=self.agents.get(cid),
+            state=self.agents.get(cid),
             store=self.store,
             tool_lane=self.lanes.tool,
             broker=self.broker,
@@ -251,7 +288,7 @@ class Runs:
             written_elsewhere = handle.deleted or handle.abandoned or handle.paused_at_shutdown
             if not handle.admitted:
                 if not written_elsewhere:
-                    await self._write_queued_pause(handle)
+                    await self._write_status(cid, "paused", QUEUED_REASON)
                 log.info("run %s left the queue", cid)
         finally:
             # One refused a place in the queue is launch()'s to forget, after it
@@ -269,9 +306,16 @@ class Runs:
             # grace period cancels this scope, leaving the thread behind.
             with anyio.CancelScope(shield=True) as thread_scope:
                 handle.thread_scope = thread_scope
-                agent = await self.lanes.run.to_thread(execute, abandon_on_cancel=True)
-                if agent is not None and not handle.deleted:
-                    self.agents[cid] = agent
+                try:
+                    state = await self.lanes.run.to_thread(execute, abandon_on_cancel=True)
+                except Exception:
+                    # The agent's own errors end in an "error" status; this is
+                    # the store failing under the run. It ends this run only:
+                    # the status stays as last written, and a restart pauses it.
+                    log.exception("run %s ended: its writes failed", cid)
+                    return
+                if state is not None and not handle.deleted:
+                    self.agents[cid] = state
             with anyio.CancelScope(shield=True):
                 # The stuck status must land before any status written after it.
                 if handle.stuck:
@@ -282,13 +326,6 @@ class Runs:
             handle.start_again()
             log.info("run %s started again for messages left unread", cid)
             execute = runner.execute_again
-
-    async def _write_queued_pause(self, handle: RunHandle) -> None:
-        await self._append(
-            handle.conversation_id,
-            [status_event("paused", QUEUED_REASON)],
-            ConversationUpdate(status="paused"),
-        )
 
     def _log_end(self, handle: RunHandle) -> None:
         cid = handle.conversation_id
@@ -310,13 +347,6 @@ class Runs:
         reason = f"step {step} has run longer than step_timeout_s ({self.step_timeout_s:g} s)"
         log.warning("run %s stuck: %s", handle.conversation_id, reason)
         try:
-            with anyio.CancelScope(shield=True):
-                await self._append(
-                    handle.conversation_id,
-                    [status_event("stuck", reason)],
-                    ConversationUpdate(status="stuck"),
-                )
-        except NotFound:
-            pass
+            await self._write_status(handle.conversation_id, "stuck", reason)
         finally:
             handle.stuck_written.set()

@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator, Sequence
 from types import TracebackType
 from typing import Self
 
+import anyio
 import msgspec
 
 from laneway.agents import Agent, AgentConfigError, make_agent
@@ -146,7 +147,7 @@ class ConversationService:
         self, record: ConversationRecord, agent: Agent, events: list[NewEvent]
     ) -> None:
         stored = await self.lanes.io.run_sync(self.store.create_conversation, record, events)
-        self.runs.agents[record.id] = agent
+        self.runs.adopt_agent(record.id, agent)
         self.broker.publish(record.id, stored)
 
     async def get(self, conversation_id: str) -> Conversation:
@@ -170,15 +171,25 @@ class ConversationService:
     async def delete(self, conversation_id: str) -> None:
         """Delete a conversation and its events; a run in flight is paused first
         (a queued one leaves the queue, a running one stops at its next step)."""
-        handle = self.runs.handles.get(conversation_id)
-        if handle is not None:
-            handle.deleted = True
-            handle.pause_requested = True
-            handle.scope.cancel()
-        if not await self.lanes.io.run_sync(self.store.delete_conversation, conversation_id):
-            raise NotFound(f"no conversation {conversation_id!r}")
-        self.runs.agents.pop(conversation_id, None)
-        self.broker.close_conversation(conversation_id)
+        # The run is stopped only once the delete has committed: a delete refused
+        # (io lane full) must leave the conversation's run as it was. Shielded, so
+        # that a client going away cannot leave a deleted conversation's run and
+        # streams going.
+        with anyio.CancelScope(shield=True):
+            deleted = await self.lanes.io.run_sync(self.store.delete_conversation, conversation_id)
+            if not deleted:
+                raise NotFound(f"no conversation {conversation_id!r}")
+            # Until here the run may have written on: a write after the commit
+            # finds no conversation and ends the run, like the pause below.
+            handle = self.runs.handles.get(conversation_id)
+            if handle is not None:
+                handle.deleted = True
+                handle.pause_requested = True
+                handle.scope.cancel()
+                if not handle.admitted:
+                    await handle.done.wait()  # out of the queue, as pause() waits
+            self.runs.forget_conversation(conversation_id)
+            self.broker.close_conversation(conversation_id)
 
     # -- runs ------------------------------------------------------------------
 
@@ -353,8 +364,14 @@ class ConversationService:
         conversation_id: str,
         events: Sequence[NewEvent],
         update: ConversationUpdate | None = None,
+        *,
+        patient: bool = False,
     ) -> list[Event]:
-        stored = await self.lanes.io.run_sync(self.store.append, conversation_id, events, update)
+        """Store and publish ``events``. ``patient`` waits out a full io lane: for
+        writes owed to runs already accepted, rather than for a client's request."""
+        io = self.lanes.io
+        call = io.run_sync_patiently if patient else io.run_sync
+        stored = await call(self.store.append, conversation_id, events, update)
         self.broker.publish(conversation_id, stored)
         return stored
 

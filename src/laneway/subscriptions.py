@@ -9,30 +9,14 @@ has every event by the time it is published.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
-from typing import TypeVar, TypeVarTuple, Unpack
-
-import anyio
+from collections.abc import AsyncIterator
 
 from laneway.broker import EventBroker
-from laneway.lanes import Lane, LaneFull
+from laneway.lanes import Lane
 from laneway.models import Event
 from laneway.store.base import EventStore, NotFound
 
-T = TypeVar("T")
-Ts = TypeVarTuple("Ts")
-
 REPLAY_PAGE = 500
-
-
-async def patiently(io: Lane, fn: Callable[[Unpack[Ts]], T], *args: *Ts) -> T:
-    """An io call for a stream, which waits out a full io lane rather than
-    failing: many clients (re)connecting at once must not drop each other."""
-    while True:
-        try:
-            return await io.run_sync(fn, *args)
-        except LaneFull as exc:
-            await anyio.sleep(exc.retry_after)
 
 
 async def follow(
@@ -40,14 +24,22 @@ async def follow(
 ) -> AsyncIterator[Event]:
     """Events with seq > ``after_seq``, in order, without end until the
     conversation is deleted or the broker closes."""
-    known = store.cached_conversation(conversation_id) is not None
-    if not known and await patiently(io, store.get_conversation, conversation_id) is None:
-        raise NotFound(f"no conversation {conversation_id!r}")
+    # Subscribed before the conversation is looked up: a delete that commits
+    # after the lookup then closes this subscription too, instead of leaving a
+    # stream open on a conversation that is gone.
     sub = broker.subscribe(conversation_id)
     last = after_seq
     try:
+        known = store.cached_conversation(conversation_id) is not None
+        if (
+            not known
+            and await io.run_sync_patiently(store.get_conversation, conversation_id) is None
+        ):
+            raise NotFound(f"no conversation {conversation_id!r}")
         while True:
-            page = await patiently(io, store.events_after, conversation_id, last, REPLAY_PAGE)
+            page = await io.run_sync_patiently(
+                store.events_after, conversation_id, last, REPLAY_PAGE
+            )
             for event in page:
                 yield event
                 last = event.seq
