@@ -370,6 +370,23 @@ async def test_message_to_an_idle_conversation_queues_its_run_in_one_io_call() -
         assert sorted(replies) == ["three", "two"]
 
 
+@asynccontextmanager
+async def queued_with_a_write_held(
+    monkeypatch: pytest.MonkeyPatch, service: ConversationService
+) -> AsyncIterator[tuple[Conversation, anyio.Event, anyio.Event]]:
+    """A run queued behind a held one (open the service with run_size=1), and
+    the next write the loop makes for a run held: yields the queued run's
+    conversation, the event set when the write is reached, and its release."""
+    async with gated_run(service):
+        queued = await service.create(initial_message="b")
+        [(reached, release)] = hold_writes(monkeypatch, service, 1)
+        yield queued, reached, release
+
+
+def agent_answers(events: list[Event]) -> list[str]:
+    return [e.data["text"] for e in events if e.kind == "message" and e.source == "agent"]
+
+
 def hold_writes(
     monkeypatch: pytest.MonkeyPatch, service: ConversationService, count: int
 ) -> list[tuple[anyio.Event, anyio.Event]]:
@@ -971,9 +988,7 @@ async def test_pause_of_a_queued_run_deleted_meanwhile_writes_nothing(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     async with open_service(run_size=1) as service:
-        async with gated_run(service):
-            b = await service.create(initial_message="b")
-            [(written, release)] = hold_writes(monkeypatch, service, 1)
+        async with queued_with_a_write_held(monkeypatch, service) as (b, written, release):
 
             async def pause() -> None:
                 with pytest.raises(NotFound):  # the conversation is gone by its end
@@ -1135,3 +1150,49 @@ async def test_a_run_whose_writes_fail_ends_without_taking_the_service_down(
         assert (await service.get(a.id)).status == "running"  # as last written
         await service.run(a.id)
         await wait_status(service, a.id, "finished")
+
+
+# -- a message sent with run=true while a pause is pending -----------------------------
+
+
+async def test_a_message_sent_with_run_withdraws_a_pause_not_yet_taken_effect() -> None:
+    async with open_service() as service:
+        async with gated_run(service) as a:  # running, held inside its first step
+            assert (await service.pause(a.id)).pause_requested is True
+            _, view = await service.send_message(a.id, "go on", run=True)
+            assert (view.status, view.pause_requested) == ("running", False)
+        await wait_status(service, a.id, "finished")
+        events = await all_events(service, a.id)
+        assert agent_answers(events) == ["a", "go on"]  # the same run read it
+        assert "paused" not in statuses(events)
+
+
+async def test_a_message_sent_with_run_to_a_run_leaving_the_queue_gets_a_run_of_its_own(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    async with open_service(run_size=1) as service:
+        held = queued_with_a_write_held(monkeypatch, service)
+        async with held as (b, written, release), anyio.create_task_group() as tg:
+            tg.start_soon(service.pause, b.id)
+            await written.wait()  # leaving the queue; its "paused" is held
+            tg.start_soon(service.send_message, b.id, "read me")
+            with anyio.fail_after(GUARD_S):
+                while not await service.count_events(b.id, EventFilter(text="read me")):
+                    await anyio.sleep(0.002)
+            await anyio.sleep(0.05)  # room to reach the leaving run (not a timing check)
+            release.set()
+        await wait_status(service, b.id, "finished")
+        events = await all_events(service, b.id)
+        assert agent_answers(events) == ["b", "read me"]
+        assert statuses(events)[-4:] == ["paused", "queued", "running", "finished"]
+
+
+async def test_a_withdrawn_pause_is_not_claimed_and_giving_up_never_reruns() -> None:
+    handle = RunHandle("c")
+    handle.pause_requested = True
+    handle.pause_requested = False  # withdrawn by a message on the loop
+    handle.message_sent(5)
+    assert handle.claim_end(4, "pause") is False
+    assert handle.accepting is True
+    assert handle.claim_end(4, "give_up") is True
+    assert (handle.accepting, handle.rerun) == (False, False)

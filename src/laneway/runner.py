@@ -37,8 +37,10 @@ from laneway.store.base import EventStore, NotFound
 Outcome = Literal["finished", "paused", "error", "stuck"]
 # How a run asks to end: "done" (the agent finished; it goes on if messages are
 # unread), "stop" (max_steps, error, stuck: unread messages start a new run in
-# the same token) or "pause" (unread messages wait for the next run).
-EndRequest = Literal["done", "stop", "pause"]
+# the same token), "pause" (unread messages wait for the next run; refused if a
+# message has withdrawn the pause) or "give_up" (no agent to run: unread
+# messages wait, since a new run would fail the same way).
+EndRequest = Literal["done", "stop", "pause", "give_up"]
 MESSAGES_PER_STEP = 500
 
 
@@ -120,6 +122,8 @@ class RunHandle:
         """Called on the loop, where messages are noted, so that deciding to end
         and noting a message cannot interleave. Returns False when the run must
         go on to read messages stored after ``read_seq``, the last it has read."""
+        if request == "pause" and not self.pause_requested:
+            return False  # withdrawn by a message since the run thread saw it
         unread = self.newest_message_seq > read_seq
         if unread and request == "done":
             return False
@@ -183,9 +187,7 @@ class Runner:
                 try:
                     self.state = AgentState(make_agent(self.record.agent))
                 except Exception as exc:
-                    # No step can read the messages; rerunning would fail the same
-                    # way, so they wait for a later run.
-                    self._fail(exc, "pause")
+                    self._fail(exc, "give_up")
                     return None
             outcome, reason = self._loop(self.state)
             self.handle.ending = f"{outcome} ({reason})" if reason else outcome

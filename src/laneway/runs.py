@@ -96,6 +96,10 @@ class Runs:
     def stop_admitting(self) -> None:
         self._admitting = False
 
+    @property
+    def admitting(self) -> bool:
+        return self._admitting
+
     def adopt_agent(self, conversation_id: str, agent: Agent) -> None:
         """Keep a new conversation's agent for its first run."""
         self.agents[conversation_id] = AgentState(agent)

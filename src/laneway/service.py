@@ -262,8 +262,15 @@ class ConversationService:
 
     async def _hand_to_run(self, handle: RunHandle, event: Event) -> bool:
         """Give a stored message to a run; False if that run will not read it."""
-        if not handle.accepting:
-            # It has agreed to end; once it has, a new run reads the message.
+        withdrawable = handle.admitted and not handle.deleted and self.runs.admitting
+        if handle.pause_requested and withdrawable:
+            # A message asking for a run outranks a pause not yet taken effect,
+            # as it would once the run had paused: the run goes on and reads it.
+            handle.pause_requested = False
+        if not handle.accepting or handle.pause_requested:
+            # It has agreed to end, or is leaving the queue, or the server is
+            # stopping; once it has gone, a new run reads the message (or the
+            # refusal of one is the sender's).
             await handle.done.wait()
             return False
         handle.message_sent(event.seq)
