@@ -75,10 +75,14 @@ class ToolThenRecordAgent:
 
     def __init__(self, config: dict[str, Any]) -> None:
         self.turns = TURNS.setdefault(str(config["key"]), [])
+        # Its first step waits for this gate, if named.
+        self.gate = gate(str(config["gate"])) if "gate" in config else None
 
     def step(self, turn: Turn) -> StepResult:
         self.turns.append(turn)
         if turn.step == 1:
+            if self.gate is not None:
+                self.gate.wait(GUARD_S)
             return StepResult(tool_calls=[ToolCall(id="c1", name="times10", arguments={"x": 4})])
         return StepResult(messages=["done"], done=True)
 

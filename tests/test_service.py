@@ -1086,21 +1086,42 @@ async def test_an_agent_that_cannot_be_built_errors_once_with_messages_waiting()
         assert "can no longer be built" in last_error
 
 
-async def test_an_error_after_a_stuck_step_is_the_final_status(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
+@pytest.mark.parametrize("fail", [False, True], ids=["returns", "raises"])
+async def test_a_run_ending_after_a_stuck_step_needs_no_io_token(fail: bool) -> None:
+    """In shared mode run and io tokens come from one pool: a run that waited,
+    holding its run token, for the watchdog's io write could wait for ever."""
     name = uuid.uuid4().hex
-    spec = AgentSpec("tests.agents:make_gate", {"gate": name, "fail": True})
-    async with open_service(step_timeout_s=0.05) as service:
-        [(stuck_reached, release_stuck)] = hold_writes(monkeypatch, service, 1)
+    spec = AgentSpec("tests.agents:make_gate", {"gate": name, "fail": fail})
+    async with open_service(step_timeout_s=0.05, io_size=1, io_max_waiting=0) as service:
         conv = await service.create(agent=spec, initial_message="a")
-        await stuck_reached.wait()  # the watchdog's "stuck", held before its write
-        agents.gate(name).set()  # the step now raises
-        await anyio.sleep(0.05)  # room for an error written too early (not a timing check)
-        release_stuck.set()
-        await wait_status(service, conv.id, "error")
+        await anyio.to_thread.run_sync(agents.gate(name + ":entered").wait, GUARD_S)
+        async with lane_held(service.lanes.io):
+            # The watchdog's write is refused while the lane is held ...
+            await wait_rejected(service, "io", 1)
+            agents.gate(name).set()
+            # ... and the run, its step returned, writes "stuck" itself and ends.
+            await wait_idle_lane(service)
+        events = await all_events(service, conv.id)
+        ending = ["stuck", "error"] if fail else ["stuck"]
+        assert statuses(events)[-len(ending) :] == ending
+        assert statuses(events).count("stuck") == 1  # the watchdog's write found it done
+
+
+async def test_tool_calls_of_a_stuck_step_are_reported_not_run_to_the_next_step() -> None:
+    key = uuid.uuid4().hex
+    spec = AgentSpec("tests.agents:make_tool_then_record", {"key": key, "gate": key})
+    async with open_service(step_timeout_s=0.05) as service:
+        conv = await service.create(agent=spec, initial_message="go")
+        try:
+            await wait_status(service, conv.id, "stuck")
+        finally:
+            agents.gate(key).set()
         await wait_idle_lane(service)
-        assert statuses(await all_events(service, conv.id))[-2:] == ["stuck", "error"]
+        await service.run(conv.id)
+        await wait_status(service, conv.id, "finished")
+        [result] = agents.TURNS[key][1].tool_results
+        assert (result.id, result.output) == ("c1", None)
+        assert result.error == "not run: its step was stuck"
 
 
 async def test_a_stream_opened_as_its_conversation_is_deleted_ends(
@@ -1175,11 +1196,12 @@ async def test_a_message_sent_with_run_to_a_run_leaving_the_queue_gets_a_run_of_
         async with held as (b, written, release), anyio.create_task_group() as tg:
             tg.start_soon(service.pause, b.id)
             await written.wait()  # leaving the queue; its "paused" is held
+            done = service.runs.handles[b.id].done
             tg.start_soon(service.send_message, b.id, "read me")
             with anyio.fail_after(GUARD_S):
-                while not await service.count_events(b.id, EventFilter(text="read me")):
+                # The pause waits for the run to go, and now the message does too.
+                while done.statistics().tasks_waiting < 2:
                     await anyio.sleep(0.002)
-            await anyio.sleep(0.05)  # room to reach the leaving run (not a timing check)
             release.set()
         await wait_status(service, b.id, "finished")
         events = await all_events(service, b.id)

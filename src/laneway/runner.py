@@ -51,6 +51,31 @@ def status_event(status: Status, reason: str | None = None) -> NewEvent:
     return NewEvent("status", "system", data)
 
 
+class StuckStep:
+    """A step the watchdog found running past ``step_timeout_s``.
+
+    Its status is written once, by whichever side gets there first: the
+    watchdog's io call, or the run thread once the step has returned. The run
+    thread must never wait for the watchdog's write to get an io token, since
+    it holds a run token meanwhile and in shared mode both come from one pool;
+    a write already claimed is under way in its io thread and needs no more.
+    """
+
+    def __init__(self, number: int, timeout_s: float) -> None:
+        self.reason = f"step {number} has run longer than step_timeout_s ({timeout_s:g} s)"
+        self.written = threading.Event()
+        self._lock = threading.Lock()
+        self._claimed = False
+
+    def claim(self) -> bool:
+        """True for the first caller only, which then writes the status and
+        sets ``written``."""
+        with self._lock:
+            first = not self._claimed
+            self._claimed = True
+        return first
+
+
 class RunHandle:
     """The live state of one run, shared by the service (on the loop) and the run
     thread. Fields the thread reads are plain values; the step clock is guarded by
@@ -76,7 +101,7 @@ class RunHandle:
         # The run has stopped with messages unread: a new run follows at once, in
         # the same run-lane token, so that no full queue can refuse it.
         self.rerun = False
-        self.stuck = False
+        self.stuck: StuckStep | None = None
         # How the run ended, for the log line the service writes.
         self.ending = ""
         self.error: str | None = None
@@ -84,7 +109,6 @@ class RunHandle:
         self.scope = anyio.CancelScope()
         # Shields the run's thread; cancelled only to leave it behind at shutdown.
         self.thread_scope: anyio.CancelScope | None = None
-        self.stuck_written = anyio.Event()
         # Set once the run is in the run queue (or past it), or gone without
         # getting there: until then a message handed to it may find no run.
         self.settled = anyio.Event()
@@ -98,21 +122,21 @@ class RunHandle:
             self._step_started = time.monotonic()
             self._step_number = number
 
-    def end_step(self) -> bool:
-        """Stop the step clock; True if the watchdog already declared the step stuck."""
+    def end_step(self) -> StuckStep | None:
+        """Stop the step clock; the step, if the watchdog declared it stuck."""
         with self._clock:
             self._step_started = None
             return self.stuck
 
-    def check_stuck(self, timeout_s: float) -> int | None:
-        """Mark the run stuck if its step has outlived ``timeout_s``; return that
-        step's number the first time only."""
+    def check_stuck(self, timeout_s: float) -> StuckStep | None:
+        """Mark the run stuck if its step has outlived ``timeout_s``; return the
+        stuck step the first time only."""
         with self._clock:
             started = self._step_started
             if self.stuck or started is None or time.monotonic() - started <= timeout_s:
                 return None
-            self.stuck = True
-            return self._step_number
+            self.stuck = StuckStep(self._step_number, timeout_s)
+            return self.stuck
 
     def message_sent(self, seq: int) -> None:
         """Note a message stored for this run; call on the loop."""
@@ -138,9 +162,8 @@ class RunHandle:
         """Ready the handle for the run that follows a "stop" with messages unread;
         call on the loop. A pause requested meanwhile still holds."""
         with self._clock:
-            self.stuck = False
+            self.stuck = None
         self.rerun = False
-        self.stuck_written = anyio.Event()
         self.ending = ""
         self.error = None
 
@@ -191,7 +214,7 @@ class Runner:
                     return None
             outcome, reason = self._loop(self.state)
             self.handle.ending = f"{outcome} ({reason})" if reason else outcome
-            # The watchdog already wrote the stuck status; a stuck run just ends.
+            # A stuck run's status is already written; it just ends.
             if outcome != "stuck":
                 self._append([status_event(outcome, reason)], ConversationUpdate(status=outcome))
         except _Gone:
@@ -213,10 +236,6 @@ class Runner:
         message = f"{type(exc).__name__}: {exc}"
         self.handle.error = message
         self._claim(request)
-        if self.handle.stuck:
-            # The watchdog's "stuck" is on its way through the io lane; the error,
-            # written from here straight to the store, must not land before it.
-            anyio.from_thread.run(self.handle.stuck_written.wait)
         error = NewEvent("error", "system", {"type": type(exc).__name__, "message": str(exc)})
         with contextlib.suppress(_Gone):
             self._append(
@@ -247,18 +266,40 @@ class Runner:
                 result = state.agent.step(turn)
             finally:
                 stuck = handle.end_step()
+                if stuck is not None:
+                    # Before anything the step leads to, its error included.
+                    self._write_stuck(stuck)
             steps_done += 1
             steps_this_run += 1
             self._append(
                 _step_events(result),
                 ConversationUpdate(steps_done=steps_done, read_seq=self.read_seq),
             )
-            if stuck and self._claim("stop"):
+            if stuck is not None and self._claim("stop"):
+                # The step's tool calls are not run; the next step hears so.
+                state.tool_results = self._not_run(result.tool_calls, "its step was stuck")
                 return "stuck", ""
             if result.tool_calls:
                 state.tool_results = self._run_tools(state.agent, result.tool_calls)
             if result.done and self._claim("done"):
                 return "finished", "agent finished"
+
+    def _write_stuck(self, stuck: StuckStep) -> None:
+        """Write the stuck status unless the watchdog's write has claimed it, and
+        then only wait for that write, which is already under way."""
+        if not stuck.claim():
+            stuck.written.wait()
+            return
+        try:
+            self._append([status_event("stuck", stuck.reason)], ConversationUpdate(status="stuck"))
+        finally:
+            stuck.written.set()
+
+    def _not_run(self, calls: list[ToolCall], why: str) -> list[ToolResult]:
+        results = [ToolResult(c.id, c.name, error=f"not run: {why}") for c in calls]
+        if results:
+            self._append([NewEvent("tool_result", "tool", _tool_result_data(r)) for r in results])
+        return results
 
     def _unread_messages(self) -> list[Event]:
         flt = EventFilter(kind="message", source="user", after_seq=self.read_seq)

@@ -22,7 +22,7 @@ from laneway.broker import EventBroker
 from laneway.errors import NotFound, RunNotAdmitted, ShuttingDown
 from laneway.lanes import LaneFull, Lanes
 from laneway.models import ConversationRecord, ConversationUpdate, Event, NewEvent, Status
-from laneway.runner import AgentState, RunHandle, Runner, status_event
+from laneway.runner import AgentState, RunHandle, Runner, StuckStep, status_event
 from laneway.store.base import EventStore
 
 log = logging.getLogger("laneway.runs")
@@ -320,10 +320,6 @@ class Runs:
                     return
                 if state is not None and not handle.deleted:
                     self.agents[cid] = state
-            with anyio.CancelScope(shield=True):
-                # The stuck status must land before any status written after it.
-                if handle.stuck:
-                    await handle.stuck_written.wait()
             self._log_end(handle)
             if not handle.rerun or handle.deleted or handle.abandoned:
                 return
@@ -343,14 +339,25 @@ class Runs:
         while True:
             await anyio.sleep(interval)
             for handle in list(self.handles.values()):
-                step = handle.check_stuck(self.step_timeout_s)
-                if step is not None and self._tg is not None:
-                    self._tg.start_soon(self._mark_stuck, handle, step)
+                stuck = handle.check_stuck(self.step_timeout_s)
+                if stuck is not None and self._tg is not None:
+                    self._tg.start_soon(self._mark_stuck, handle.conversation_id, stuck)
 
-    async def _mark_stuck(self, handle: RunHandle, step: int) -> None:
-        reason = f"step {step} has run longer than step_timeout_s ({self.step_timeout_s:g} s)"
-        log.warning("run %s stuck: %s", handle.conversation_id, reason)
-        try:
-            await self._write_status(handle.conversation_id, "stuck", reason)
-        finally:
-            handle.stuck_written.set()
+    async def _mark_stuck(self, conversation_id: str, stuck: StuckStep) -> None:
+        log.warning("run %s stuck: %s", conversation_id, stuck.reason)
+
+        def write() -> list[Event]:
+            if not stuck.claim():
+                return []  # the step returned first, and its run wrote this
+            try:
+                return self.store.append(
+                    conversation_id,
+                    [status_event("stuck", stuck.reason)],
+                    ConversationUpdate(status="stuck"),
+                )
+            finally:
+                stuck.written.set()
+
+        # As _write_status, but the write is claimed only once it is under way.
+        with anyio.CancelScope(shield=True), contextlib.suppress(NotFound):
+            self.broker.publish(conversation_id, await self.lanes.io.run_sync_patiently(write))
