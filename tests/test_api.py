@@ -251,6 +251,19 @@ async def test_openapi_document_lists_every_route() -> None:
             assert path in paths, path
         assert "Conversation" in doc["components"]["schemas"]
         assert "LaneSnapshot" in doc["components"]["schemas"]
+        metrics = paths["/metrics"]["get"]
+        assert "503" in metrics["responses"]
+        assert "401" not in metrics["responses"]
+        assert metrics["security"] == []
+
+
+async def test_openapi_document_says_metrics_needs_a_key_when_it_does() -> None:
+    async with api_client(api_keys=["k"], metrics_auth=True) as client:
+        headers = {"X-Session-API-Key": "k"}
+        doc = (await client.get("/openapi.json", headers=headers)).json()
+        metrics = doc["paths"]["/metrics"]["get"]
+        assert "401" in metrics["responses"]
+        assert metrics["security"] != []
 
 
 # -- every error code ---------------------------------------------------------
@@ -263,6 +276,9 @@ async def test_400_malformed_json() -> None:
         )
         assert_error(response, 400, "bad_request")
         assert_error(await client.post(C, content=b""), 400, "bad_request")
+        # JSON is UTF-8: other bytes are malformed too, a lone surrogate included.
+        for body in (b'{"title": "\xff"}', b'{"title": "\xed\xa0\x80"}', b'{"title": "\xe9"}'):
+            assert_error(await client.post(C, content=body), 400, "bad_request")
         assert (await client.get(f"{C}/count")).json() == {"count": 0}
 
 
@@ -280,6 +296,15 @@ async def test_401_missing_or_wrong_key() -> None:
         )
         assert (await client.get(C, headers={"X-Session-API-Key": "k2"})).status_code == 200
         assert (await client.get(C, headers={"Authorization": "Bearer k1"})).status_code == 200
+        # Either header may carry the key, whatever the other holds.
+        for other in ("", "nope"):
+            headers = {"X-Session-API-Key": other, "Authorization": "Bearer k1"}
+            assert (await client.get(C, headers=headers)).status_code == 200
+        assert_error(
+            await client.get(C, headers={"X-Session-API-Key": "", "Authorization": "Bearer "}),
+            401,
+            "unauthorized",
+        )
         assert (await client.get("/health")).status_code == 200
         assert (await client.get("/ready")).status_code == 200
         assert (await client.get("/metrics")).status_code == 200

@@ -55,6 +55,8 @@ def test_environment_values_are_parsed() -> None:
         ({}, {"LANEWAY_PORT": "http"}, "environment"),
         ({}, {"LANEWAY_BACKEND": "gevent"}, "backend"),
         ({}, {"LANEWAY_STEP_TIMEOUT_S": "0"}, "step_timeout_s"),
+        ({}, {"LANEWAY_SHUTDOWN_GRACE_S": "inf"}, "shutdown_grace_s"),
+        ({"shutdown_grace_s": float("inf")}, {}, "shutdown_grace_s"),
     ],
 )
 def test_bad_values_name_source_and_field(
@@ -111,3 +113,23 @@ def test_warns_when_binding_beyond_loopback_without_a_key() -> None:
     assert warning is not None
     assert "no API key" in warning
     assert exposure_warning(Settings(host="0.0.0.0", api_keys=["k"])) is None
+
+
+@pytest.mark.parametrize(
+    ("host", "loopback"),
+    [
+        ("127.0.0.1", True),
+        ("127.8.9.10", True),
+        ("::1", True),
+        ("[::1]", True),
+        ("localhost", True),
+        ("0.0.0.0", False),
+        ("::", False),
+        ("::1234", False),
+        ("localhost.example.com", False),
+        ("127.example.com", False),
+        ("192.168.1.5", False),
+    ],
+)
+def test_only_loopback_addresses_bind_without_a_warning(host: str, loopback: bool) -> None:
+    assert (exposure_warning(Settings(host=host)) is None) is loopback

@@ -59,6 +59,11 @@ async def gated_run(
     try:
         conv = await service.create(agent=spec, initial_message=message)
         await wait_status(service, conv.id, status)
+        if status == "running":
+            # "running" shows from the moment the run has its token; the step
+            # begins a moment later, once its thread has stored that status.
+            entered = agents.gate(spec.config["gate"] + ":entered")
+            await anyio.to_thread.run_sync(entered.wait, GUARD_S)
         yield conv
     finally:
         gate.set()
@@ -1218,3 +1223,28 @@ async def test_a_withdrawn_pause_is_not_claimed_and_giving_up_never_reruns() -> 
     assert handle.accepting is True
     assert handle.claim_end(4, "give_up") is True
     assert (handle.accepting, handle.rerun) == (False, False)
+
+
+async def test_a_run_that_has_its_token_reads_as_running_before_its_thread_says_so(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    async with open_service() as service:
+        conv = await service.create()
+        store_append = service.store.append
+        reached, release = threading.Event(), threading.Event()
+
+        def held_running(cid: str, events: Any, update: Any = None) -> list[Event]:
+            if update is not None and update.status == "running":
+                reached.set()
+                release.wait(GUARD_S)  # the run's thread, before it stores "running"
+            return store_append(cid, events, update)
+
+        monkeypatch.setattr(service.store, "append", held_running)
+        try:
+            await service.run(conv.id)
+            await anyio.to_thread.run_sync(reached.wait, GUARD_S)
+            view = await service.get(conv.id)
+            assert (view.status, view.queue_position) == ("running", None)
+        finally:
+            release.set()
+        await wait_status(service, conv.id, "finished")

@@ -16,7 +16,7 @@ from laneway.api.encoding import encode
 from laneway.api.errors import handle_exception, handle_http_exception
 from laneway.api.exceptions import ApiError
 from laneway.api.openapi import build_document
-from laneway.api.routes import OPERATIONS, build_routes
+from laneway.api.routes import build_routes, documented_operations
 from laneway.config import Settings
 from laneway.errors import Conflict, InvalidRequest, NotFound, ShuttingDown
 from laneway.lanes import LaneFull, Lanes
@@ -60,7 +60,11 @@ def create_app(settings: Settings | None = None) -> Starlette:
         finally:
             store.close()
 
-    document = build_document(OPERATIONS, title="laneway", version=laneway.__version__)
+    document = build_document(
+        documented_operations(metrics_auth=config.metrics_auth),
+        title="laneway",
+        version=laneway.__version__,
+    )
     handlers = dict.fromkeys(_MAPPED, handle_exception)
     app = Starlette(
         routes=build_routes(encode(document)),

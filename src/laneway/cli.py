@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import logging
 import sys
 from collections.abc import Sequence
@@ -13,9 +14,6 @@ import msgspec
 from laneway.config import ConfigError, Settings, env_name, load_settings
 
 log = logging.getLogger("laneway")
-
-_LOOPBACK = ("127.", "::1", "localhost")
-
 
 # What each setting is for; the flag, its type, choices, default and variable
 # are all derived from the Settings field of the same name.
@@ -91,7 +89,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def is_loopback(host: str) -> bool:
-    return host.startswith(_LOOPBACK)
+    """Only an address that is loopback, or the name "localhost": any other name
+    may resolve beyond this machine."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 def exposure_warning(settings: Settings) -> str | None:

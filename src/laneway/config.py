@@ -48,7 +48,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     tool_max_waiting: NonNegative = 1_000
     io_max_waiting: NonNegative = 1_000
     step_timeout_s: Seconds = 300.0
-    shutdown_grace_s: Annotated[float, msgspec.Meta(ge=0)] = 10.0
+    # Bounded: the servers take the grace as a whole number of seconds.
+    shutdown_grace_s: Annotated[float, msgspec.Meta(ge=0, le=86_400)] = 10.0
     max_body_bytes: Positive = 1024 * 1024
     api_keys: list[str] = msgspec.field(default_factory=list)
     # Third-party agents ("package.module:factory") clients may name; built-ins

@@ -389,12 +389,16 @@ class ConversationService:
         if record.status not in ACTIVE_STATUSES:
             handle = None
         position = None
+        status = record.status
         if handle is not None and not handle.admitted:
             position = self.lanes.run.position(record.id)
+        elif handle is not None and status == "queued":
+            # It has its token; its thread has not yet stored "running".
+            status = "running"
         return Conversation(
             id=record.id,
             title=record.title,
-            status=record.status,
+            status=status,
             agent=record.agent,
             max_steps=record.max_steps,
             created_at=record.created_at,

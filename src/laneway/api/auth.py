@@ -26,21 +26,21 @@ class ApiKeyMiddleware:
         return self.protect_metrics and path == "/metrics"
 
     def _valid(self, scope: Scope) -> bool:
-        offered: bytes | None = None
+        offered: list[bytes] = []
         for name, value in scope["headers"]:
             if name == b"x-session-api-key":
-                offered = value.strip()
-            elif name == b"authorization" and offered is None:
+                offered.append(value.strip())
+            elif name == b"authorization":
                 scheme, _, token = value.partition(b" ")
                 if scheme.lower() == b"bearer":
-                    offered = token.strip()
-        if not offered:
-            return False
-        # Compare against every key, so the time taken says nothing about which
-        # key, or how much of one, matched.
+                    offered.append(token.strip())
+        # Either header may carry the key. Every offer is compared with every
+        # key, so the time taken says nothing about which key, or how much of
+        # one, matched.
         matched = False
-        for key in self.keys:
-            matched |= hmac.compare_digest(offered, key)
+        for candidate in offered:
+            for key in self.keys:
+                matched |= bool(candidate) and hmac.compare_digest(candidate, key)
         return matched
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:

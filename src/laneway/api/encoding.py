@@ -51,7 +51,8 @@ async def decode_body(request: Request, kind: type[T], limit: int) -> T:
         raise ApiError(400, "a JSON body is required")
     try:
         document = msgspec.json.decode(raw)
-    except msgspec.DecodeError as exc:
+    except (msgspec.DecodeError, UnicodeDecodeError) as exc:
+        # JSON is UTF-8; msgspec raises the latter for bytes that are not.
         raise ApiError(400, f"malformed JSON: {exc}") from exc
     return convert(document, kind, strict=True)
 

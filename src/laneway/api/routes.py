@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route, WebSocketRoute
@@ -33,6 +35,7 @@ from laneway.models import Conversation, Event
 C = "/api/conversations"
 CID = C + "/{id}"
 
+METRICS = "/metrics"
 OPERATIONS: list[Operation] = [
     Operation("GET", "/health", ops.health, "Liveness", "operations", {200: Health}, auth=False),
     Operation("GET", "/ready", ops.ready, "Readiness", "operations", {200: Health, 503: Health},
@@ -84,10 +87,19 @@ OPERATIONS: list[Operation] = [
         path_schemas={"name": {"type": "string", "enum": list(LANE_NAMES)}},
     ),
     Operation(
-        "GET", "/metrics", ops.get_metrics, "Prometheus metrics", "operations", {200: None},
-        auth=False, produces=("text/plain",),
+        "GET", METRICS, ops.get_metrics, "Prometheus metrics", "operations",
+        {200: None, 503: None}, auth=False, produces=("text/plain",),
     ),
 ]  # fmt: skip
+
+
+def documented_operations(*, metrics_auth: bool) -> list[Operation]:
+    """The operations as this server answers them: /metrics needs a key only
+    when configured so."""
+    return [
+        dataclasses.replace(op, auth=metrics_auth) if op.path == METRICS else op
+        for op in OPERATIONS
+    ]
 
 
 def build_routes(openapi_document: bytes) -> list[BaseRoute]:
