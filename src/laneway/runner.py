@@ -13,7 +13,7 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -67,13 +67,20 @@ class StuckStep:
         self._lock = threading.Lock()
         self._claimed = False
 
-    def claim(self) -> bool:
-        """True for the first caller only, which then writes the status and
-        sets ``written``."""
+    def write(
+        self, append: Callable[[Sequence[NewEvent], ConversationUpdate], list[Event]]
+    ) -> list[Event] | None:
+        """Write the stuck status with ``append`` (a blocking store write) and
+        set ``written``, unless another caller has claimed the write: then
+        None, and that caller's write is under way."""
         with self._lock:
-            first = not self._claimed
+            if self._claimed:
+                return None
             self._claimed = True
-        return first
+        try:
+            return append([status_event("stuck", self.reason)], ConversationUpdate(status="stuck"))
+        finally:
+            self.written.set()
 
 
 class RunHandle:
@@ -287,19 +294,13 @@ class Runner:
     def _write_stuck(self, stuck: StuckStep) -> None:
         """Write the stuck status unless the watchdog's write has claimed it, and
         then only wait for that write, which is already under way."""
-        if not stuck.claim():
+        if stuck.write(self._append) is None:
             stuck.written.wait()
-            return
-        try:
-            self._append([status_event("stuck", stuck.reason)], ConversationUpdate(status="stuck"))
-        finally:
-            stuck.written.set()
 
     def _not_run(self, calls: list[ToolCall], why: str) -> list[ToolResult]:
-        results = [ToolResult(c.id, c.name, error=f"not run: {why}") for c in calls]
-        if results:
-            self._append([NewEvent("tool_result", "tool", _tool_result_data(r)) for r in results])
-        return results
+        return self._record_tool_results(
+            [ToolResult(c.id, c.name, error=f"not run: {why}") for c in calls]
+        )
 
     def _unread_messages(self) -> list[Event]:
         flt = EventFilter(kind="message", source="user", after_seq=self.read_seq)
@@ -314,9 +315,12 @@ class Runner:
 
     def _run_tools(self, agent: Agent, calls: list[ToolCall]) -> list[ToolResult]:
         results: list[ToolResult] = anyio.from_thread.run(self._fan_out, agent, calls)
-        self._append(
-            [NewEvent("tool_result", "tool", _tool_result_data(result)) for result in results]
-        )
+        return self._record_tool_results(results)
+
+    def _record_tool_results(self, results: list[ToolResult]) -> list[ToolResult]:
+        """Store each result as a tool_result event; returns them for the next step."""
+        if results:
+            self._append([NewEvent("tool_result", "tool", _tool_result_data(r)) for r in results])
         return results
 
     async def _fan_out(self, agent: Agent, calls: list[ToolCall]) -> list[ToolResult]:

@@ -9,6 +9,7 @@ queued, stuck, left behind at shutdown); the run thread writes the rest.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 from collections.abc import Sequence
 from types import TracebackType
@@ -347,16 +348,8 @@ class Runs:
         log.warning("run %s stuck: %s", conversation_id, stuck.reason)
 
         def write() -> list[Event]:
-            if not stuck.claim():
-                return []  # the step returned first, and its run wrote this
-            try:
-                return self.store.append(
-                    conversation_id,
-                    [status_event("stuck", stuck.reason)],
-                    ConversationUpdate(status="stuck"),
-                )
-            finally:
-                stuck.written.set()
+            # None: the step returned first, and its run wrote the status.
+            return stuck.write(functools.partial(self.store.append, conversation_id)) or []
 
         # As _write_status, but the write is claimed only once it is under way.
         with anyio.CancelScope(shield=True), contextlib.suppress(NotFound):
