@@ -15,6 +15,7 @@ from laneway.api.auth import ApiKeyMiddleware
 from laneway.api.encoding import encode
 from laneway.api.errors import handle_exception, handle_http_exception
 from laneway.api.exceptions import ApiError
+from laneway.api.limits import HeadLimitMiddleware
 from laneway.api.openapi import build_document
 from laneway.api.routes import build_routes, documented_operations
 from laneway.config import Settings
@@ -61,7 +62,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
             store.close()
 
     document = build_document(
-        documented_operations(metrics_auth=config.metrics_auth),
+        documented_operations(keys=bool(config.api_keys), metrics_auth=config.metrics_auth),
         title="laneway",
         version=laneway.__version__,
     )
@@ -69,7 +70,8 @@ def create_app(settings: Settings | None = None) -> Starlette:
     app = Starlette(
         routes=build_routes(encode(document)),
         middleware=[
-            Middleware(ApiKeyMiddleware, keys=config.api_keys, protect_metrics=config.metrics_auth)
+            Middleware(HeadLimitMiddleware, max_bytes=config.max_header_bytes),
+            Middleware(ApiKeyMiddleware, keys=config.api_keys, protect_metrics=config.metrics_auth),
         ],
         exception_handlers={
             **handlers,

@@ -32,6 +32,7 @@ _DESCRIPTIONS: dict[str, str] = {
     "step_timeout_s": "a step longer than this marks the run stuck",
     "shutdown_grace_s": "how long shutdown waits for runs to pause",
     "max_body_bytes": "largest request body accepted",
+    "max_header_bytes": "largest request line and headers accepted",
     "api_keys": "accepted API key; repeat for several",
     "agents": "enable a third-party agent (module:factory); repeat for several",
     "metrics_auth": "require an API key for /metrics",

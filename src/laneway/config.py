@@ -51,6 +51,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     # Bounded: the servers take the grace as a whole number of seconds.
     shutdown_grace_s: Annotated[float, msgspec.Meta(ge=0, le=86_400)] = 10.0
     max_body_bytes: Positive = 1024 * 1024
+    max_header_bytes: Annotated[int, msgspec.Meta(ge=1024, le=1024 * 1024)] = 16 * 1024
     api_keys: list[str] = msgspec.field(default_factory=list)
     # Third-party agents ("package.module:factory") clients may name; built-ins
     # are always available. An allowlist, because naming one imports code.

@@ -18,6 +18,7 @@ import sys
 import threading
 from typing import Any, cast
 
+from laneway.api.limits import server_head_limit
 from laneway.app import create_app
 from laneway.config import Settings
 
@@ -81,6 +82,7 @@ def _serve_uvicorn(app: Any, settings: Settings) -> int:
         # The app's own shutdown already waits shutdown_grace_s for runs to pause;
         # this bounds how long open connections may keep the server up.
         timeout_graceful_shutdown=max(1, int(settings.shutdown_grace_s)),
+        h11_max_incomplete_event_size=server_head_limit(settings.max_header_bytes),
     )
     server = _uvicorn_server_class()(config)
     server.run()
@@ -117,6 +119,7 @@ async def _serve_hypercorn(app: Any, settings: Settings) -> int:
     config = Config()
     config.bind = [_bind_address(settings.host, settings.port)]
     config.graceful_timeout = max(1.0, settings.shutdown_grace_s)
+    config.h11_max_incomplete_size = server_head_limit(settings.max_header_bytes)
     config.loglevel = settings.log_level.upper()
     config.accesslog = None
     # Route hypercorn's messages through stdlib logging as configured by the CLI,

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from laneway.api.errors import error_response
+from laneway.api.errors import refuse
 from laneway.api.exceptions import ApiError
 
 
@@ -52,11 +52,9 @@ class ApiKeyMiddleware:
         ):
             await self.app(scope, receive, send)
             return
-        if scope["type"] == "websocket":
-            # Closing before accepting makes the server answer the upgrade with 403.
-            await send({"type": "websocket.close", "code": 1008, "reason": "missing or wrong key"})
-            return
-        response = error_response(
-            ApiError(401, "missing or wrong API key: send X-Session-API-Key or a Bearer token")
+        await refuse(
+            scope,
+            receive,
+            send,
+            ApiError(401, "missing or wrong API key: send X-Session-API-Key or a Bearer token"),
         )
-        await response(scope, receive, send)

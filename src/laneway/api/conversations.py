@@ -5,7 +5,7 @@ from __future__ import annotations
 from starlette.requests import Request
 from starlette.responses import Response
 
-from laneway.api.encoding import decode_body, decode_query, json_response
+from laneway.api.encoding import decode_body, decode_query, given, json_response
 from laneway.api.routing import service_of, settings_of
 from laneway.api.schemas import (
     ConversationPage,
@@ -35,14 +35,16 @@ async def create_conversation(request: Request) -> Response:
 async def list_conversations(request: Request) -> Response:
     query = decode_query(request, ListQuery)
     items, next_cursor = await service_of(request).list_conversations(
-        status=query.status, limit=query.limit, cursor=query.cursor
+        status=given(query.status), limit=query.limit, cursor=given(query.cursor)
     )
     return json_response(ConversationPage(items, next_cursor))
 
 
 async def count_conversations(request: Request) -> Response:
     query = decode_query(request, CountQuery)
-    return json_response(Count(await service_of(request).count_conversations(status=query.status)))
+    return json_response(
+        Count(await service_of(request).count_conversations(status=given(query.status)))
+    )
 
 
 async def get_conversation(request: Request) -> Response:

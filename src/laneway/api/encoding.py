@@ -1,4 +1,11 @@
-"""JSON in and out with msgspec: bodies capped at max_body_bytes, clear 400/413/422s."""
+"""JSON in and out with msgspec: bodies capped at max_body_bytes, clear 400/413/422s.
+
+A JSON body may nest at most :data:`MAX_JSON_DEPTH` levels. msgspec refuses
+deeper documents on its own only near the interpreter's recursion limit, which
+depends on how deep the stack already is, and a document it accepted there
+could fail later when encoded on another stack: so the bound is ours, far
+below that limit, and every body is held to it.
+"""
 
 from __future__ import annotations
 
@@ -14,6 +21,10 @@ from laneway.api.exceptions import ApiError
 T = TypeVar("T")
 
 _encoder = msgspec.json.Encoder()
+
+MAX_JSON_DEPTH = 64
+# Integral floats beyond this stay floats: no int field takes them anyway.
+_INT_FLOAT_LIMIT = float(2**63)
 
 
 def json_response(
@@ -54,7 +65,40 @@ async def decode_body(request: Request, kind: type[T], limit: int) -> T:
     except (msgspec.DecodeError, UnicodeDecodeError) as exc:
         # JSON is UTF-8; msgspec raises the latter for bytes that are not.
         raise ApiError(400, f"malformed JSON: {exc}") from exc
-    return convert(document, kind, strict=True)
+    except RecursionError:
+        raise _too_deep() from None
+    return convert(normalise(document), kind, strict=True)
+
+
+def _too_deep() -> ApiError:
+    return ApiError(400, f"malformed JSON: nested deeper than {MAX_JSON_DEPTH} levels")
+
+
+def normalise(document: Any) -> Any:
+    """Hold ``document`` to :data:`MAX_JSON_DEPTH` and turn integral floats into
+    ints, in place. JSON has one number type and JSON Schema's "integer" is any
+    number without a fraction, so ``5.0`` is as good an integer as ``5``; msgspec's
+    strict conversion, which keeps ``"5"`` from passing as a number, would refuse
+    it. Iterative, so that no depth can exhaust the stack."""
+    if isinstance(document, float):
+        return _integral(document)
+    stack: list[tuple[Any, int]] = [(document, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if not isinstance(node, dict | list):
+            continue
+        if depth > MAX_JSON_DEPTH:
+            raise _too_deep()
+        for key, value in list(node.items() if isinstance(node, dict) else enumerate(node)):
+            if isinstance(value, float):
+                node[key] = _integral(value)
+            elif isinstance(value, dict | list):
+                stack.append((value, depth + 1))
+    return document
+
+
+def _integral(value: float) -> int | float:
+    return int(value) if value.is_integer() and abs(value) < _INT_FLOAT_LIMIT else value
 
 
 def convert(value: Any, kind: type[T], *, strict: bool) -> T:
@@ -76,6 +120,11 @@ def decode_query(request: HTTPConnection, kind: type[T]) -> T:
         params[key] = value
     known = {k: v for k, v in params.items() if k in _fields(kind)}
     return convert(known, kind, strict=False)
+
+
+def given(value: T | msgspec.UnsetType) -> T | None:
+    """A query parameter's value, or None when it was left out."""
+    return None if isinstance(value, msgspec.UnsetType) else value
 
 
 def _fields(kind: type[Any]) -> tuple[str, ...]:

@@ -11,6 +11,7 @@ import math
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.types import Receive, Scope, Send
 
 from laneway.api.encoding import json_response
 from laneway.api.exceptions import ApiError
@@ -33,6 +34,21 @@ def error_response(err: ApiError) -> Response:
     if err.status == 401:
         headers["WWW-Authenticate"] = 'Bearer realm="laneway"'
     return json_response(body, err.status, headers=headers)
+
+
+async def refuse(scope: Scope, receive: Receive, send: Send, err: ApiError) -> None:
+    """Answer a request, or a WebSocket handshake, with ``err`` before any route sees it.
+
+    A handshake gets the same HTTP answer through the ASGI WebSocket denial
+    response, which uvicorn and hypercorn both offer; a server without it can
+    only close the handshake, which clients see as a 403.
+    """
+    if scope["type"] == "websocket" and "websocket.http.response" not in scope.get(
+        "extensions", {}
+    ):
+        await send({"type": "websocket.close", "code": 1008, "reason": err.message[:120]})
+        return
+    await error_response(err)(scope, receive, send)
 
 
 def to_api_error(exc: Exception) -> ApiError | None:

@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
 
 import anyio
 from anyio.abc import ObjectSendStream
+from msgspec import UnsetType
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from laneway.api.encoding import convert, decode_query, encode, json_response
+from laneway.api.encoding import convert, decode_query, encode, given, json_response
 from laneway.api.errors import to_api_error
 from laneway.api.exceptions import ApiError
 from laneway.api.routing import service_of
@@ -23,7 +23,8 @@ from laneway.api.schemas import (
     EventQuery,
     StreamQuery,
 )
-from laneway.models import Event, EventFilter, format_timestamp
+from laneway.api.timestamps import to_stored
+from laneway.models import Event, EventFilter
 from laneway.service import ConversationService
 
 # A comment line this often keeps proxies from closing a quiet stream and lets
@@ -35,30 +36,21 @@ WS_NOT_FOUND = 4404
 WS_TRY_AGAIN = 1013
 
 
-def _stamp(moment: datetime | None) -> str | None:
-    if moment is None:
-        return None
-    # A timestamp without an offset is taken as UTC.
-    aware = moment if moment.tzinfo else moment.replace(tzinfo=UTC)
-    try:
-        return format_timestamp(aware)
-    except OverflowError:
-        # In UTC it falls before the year 1 or after 9999: before or after every
-        # stored time, which the bounds of the range say just as well.
-        edge = datetime.min if aware.year == 1 else datetime.max
-        return format_timestamp(edge.replace(tzinfo=UTC))
-
-
 def _filter(query: EventCountQuery) -> EventFilter:
     return EventFilter(
-        kind=query.kind,
-        source=query.source,
-        text=query.text,
-        after_seq=query.after_seq,
-        before_seq=query.before_seq,
-        since=_stamp(query.since),
-        until=_stamp(query.until),
+        kind=given(query.kind),
+        source=given(query.source),
+        text=given(query.text),
+        after_seq=given(query.after_seq),
+        before_seq=given(query.before_seq),
+        since=_stamp("since", query.since),
+        until=_stamp("until", query.until),
     )
+
+
+def _stamp(name: str, value: str | UnsetType) -> str | None:
+    text = given(value)
+    return None if text is None else to_stored(name, text)
 
 
 async def search_events(request: Request) -> Response:
@@ -68,7 +60,7 @@ async def search_events(request: Request) -> Response:
         _filter(query),
         order=query.order,
         limit=query.limit,
-        cursor=query.cursor,
+        cursor=given(query.cursor),
     )
     return json_response(EventPage(items, next_cursor))
 

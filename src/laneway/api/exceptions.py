@@ -14,6 +14,7 @@ _HTTP_CODES = {
     413: "payload_too_large",
     415: "unsupported_media_type",
     422: "validation_error",
+    431: "request_head_too_large",
     429: "run_queue_full",
     503: "unavailable",
 }

@@ -8,7 +8,7 @@ from typing import Any
 
 import msgspec
 
-from laneway.api.routing import Operation
+from laneway.api.routing import PATH_PARAM_SCHEMAS, Operation
 from laneway.api.schemas import ErrorBody
 
 _PATH_PARAM = re.compile(r"\{(\w+)(?::(\w+))?\}")
@@ -19,6 +19,7 @@ _ERROR_TEXT = {
     409: "A run is already queued or running",
     413: "Body over max_body_bytes",
     422: "Validation error; the message names the field",
+    431: "Request line and headers over max_header_bytes",
     429: "Run queue full; see Retry-After",
     503: "io lane full or server not ready; see Retry-After",
 }
@@ -39,8 +40,7 @@ def _non_null(schema: dict[str, Any]) -> dict[str, Any]:
 def _parameters(op: Operation, components: dict[str, Any]) -> list[dict[str, Any]]:
     params: list[dict[str, Any]] = []
     for name, convertor in _PATH_PARAM.findall(op.path):
-        schema = {"type": "integer", "minimum": 0} if convertor == "int" else {"type": "string"}
-        schema = op.path_schemas.get(name, schema)
+        schema = op.path_schemas.get(name, PATH_PARAM_SCHEMAS[convertor])
         params.append({"name": name, "in": "path", "required": True, "schema": schema})
     if op.query is not None:
         component = components[op.query.__name__]
@@ -59,6 +59,7 @@ def _parameters(op: Operation, components: dict[str, Any]) -> list[dict[str, Any
 
 def _error_codes(op: Operation) -> set[int]:
     codes = {code for code in op.responses if code >= 400}
+    codes.add(431)
     if op.path.startswith("/api"):
         codes.add(503)
     if op.body is not None:

@@ -11,7 +11,7 @@ from starlette.routing import BaseRoute, Route, WebSocketRoute
 from laneway.api import conversations as conv
 from laneway.api import events as ev
 from laneway.api import operations as ops
-from laneway.api.routing import Operation
+from laneway.api.routing import Endpoint, Operation
 from laneway.api.schemas import (
     MAX_SEQ,
     ConversationPage,
@@ -33,7 +33,7 @@ from laneway.lanes import LANE_NAMES, LaneSnapshot
 from laneway.models import Conversation, Event
 
 C = "/api/conversations"
-CID = C + "/{id}"
+CID = C + "/{id:cid}"
 
 METRICS = "/metrics"
 OPERATIONS: list[Operation] = [
@@ -93,11 +93,24 @@ OPERATIONS: list[Operation] = [
 ]  # fmt: skip
 
 
-def documented_operations(*, metrics_auth: bool) -> list[Operation]:
-    """The operations as this server answers them: /metrics needs a key only
-    when configured so."""
+def _by_method(endpoints: dict[str, Endpoint]) -> Endpoint:
+    if len(endpoints) == 1:
+        [endpoint] = endpoints.values()
+        return endpoint
+
+    async def dispatch(request: Request) -> Response:
+        # Starlette answers HEAD wherever GET is allowed.
+        method = "GET" if request.method == "HEAD" else request.method
+        return await endpoints[method](request)
+
+    return dispatch
+
+
+def documented_operations(*, keys: bool, metrics_auth: bool) -> list[Operation]:
+    """The operations as this server answers them: nothing needs a key unless
+    keys are configured, and /metrics only when configured so."""
     return [
-        dataclasses.replace(op, auth=metrics_auth) if op.path == METRICS else op
+        dataclasses.replace(op, auth=keys and (metrics_auth if op.path == METRICS else op.auth))
         for op in OPERATIONS
     ]
 
@@ -106,9 +119,13 @@ def build_routes(openapi_document: bytes) -> list[BaseRoute]:
     async def openapi(request: Request) -> Response:
         return Response(openapi_document, media_type="application/json")
 
+    # One route per path, whatever its methods, so that a 405 lists them all in Allow.
+    by_path: dict[str, dict[str, Endpoint]] = {}
+    for op in OPERATIONS:
+        by_path.setdefault(op.path, {})[op.method] = op.endpoint
     routes: list[BaseRoute] = [
-        Route(op.path, op.endpoint, methods=[op.method], include_in_schema=False)
-        for op in OPERATIONS
+        Route(path, _by_method(endpoints), methods=list(endpoints), include_in_schema=False)
+        for path, endpoints in by_path.items()
     ]
     routes.append(WebSocketRoute(CID + "/events/stream", ev.stream_events_ws))
     routes.append(Route("/openapi.json", openapi, methods=["GET"], include_in_schema=False))

@@ -7,6 +7,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from starlette.convertors import Convertor, register_url_convertor
 from starlette.requests import HTTPConnection, Request
 from starlette.responses import Response
 
@@ -15,6 +16,29 @@ from laneway.config import Settings
 from laneway.service import ConversationService
 
 Endpoint = Callable[[Request], Awaitable[Response]]
+
+# Ids are 32 hex characters; a longer one names no conversation, and a path
+# that does not match is a 404 that echoes nothing of it.
+MAX_ID_LENGTH = 128
+
+
+class ConversationIdConvertor(Convertor[str]):
+    regex = f"[^/]{{1,{MAX_ID_LENGTH}}}"
+
+    def convert(self, value: str) -> str:
+        return value
+
+    def to_string(self, value: str) -> str:
+        return value
+
+
+register_url_convertor("cid", ConversationIdConvertor())
+# The JSON schema of each path parameter convertor used in the operation table.
+PATH_PARAM_SCHEMAS: dict[str, dict[str, Any]] = {
+    "": {"type": "string"},
+    "int": {"type": "integer", "minimum": 0},
+    "cid": {"type": "string", "minLength": 1, "maxLength": MAX_ID_LENGTH},
+}
 
 
 @dataclass(frozen=True)

@@ -5,11 +5,12 @@ The same types decode requests, encode responses and generate the OpenAPI schema
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated, Any
 
 import msgspec
+from msgspec import UNSET, UnsetType
 
+from laneway.api.timestamps import Timestamp
 from laneway.lanes import LanesMode, LaneSnapshot
 from laneway.models import (
     AgentSpec,
@@ -48,30 +49,35 @@ class ResizeLane(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     size: Annotated[int, msgspec.Meta(ge=1, le=100_000)]
 
 
+# Query parameters left out are UNSET rather than None: parsing a query string
+# is lax (it must turn "5" into 5), and lax parsing reads "null" as None, which
+# would make ?status=null a silent "no filter".
+
+
 class ListQuery(msgspec.Struct, frozen=True):
-    status: Status | None = None
+    status: Status | UnsetType = UNSET
     limit: Limit = 50
-    cursor: Cursor | None = None
+    cursor: Cursor | UnsetType = UNSET
 
 
 class CountQuery(msgspec.Struct, frozen=True):
-    status: Status | None = None
+    status: Status | UnsetType = UNSET
 
 
 class EventCountQuery(msgspec.Struct, frozen=True):
-    kind: EventKind | None = None
-    source: EventSource | None = None
-    text: str | None = None
-    after_seq: Seq | None = None
-    before_seq: Seq | None = None
-    since: datetime | None = None
-    until: datetime | None = None
+    kind: EventKind | UnsetType = UNSET
+    source: EventSource | UnsetType = UNSET
+    text: str | UnsetType = UNSET
+    after_seq: Seq | UnsetType = UNSET
+    before_seq: Seq | UnsetType = UNSET
+    since: Timestamp | UnsetType = UNSET
+    until: Timestamp | UnsetType = UNSET
 
 
 class EventQuery(EventCountQuery, frozen=True):
     order: Order = "asc"
     limit: Limit = 50
-    cursor: Cursor | None = None
+    cursor: Cursor | UnsetType = UNSET
 
 
 class StreamQuery(msgspec.Struct, frozen=True):
