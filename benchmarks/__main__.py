@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks import report, sweep
-from benchmarks.components import appends, hotpath, isolation, queued, search
+from benchmarks.components import appends, fanout, hotpath, isolation, queued, search
 from benchmarks.figures import ComponentResult
 from benchmarks.machine import CpuTimes
 from benchmarks.progress import Progress, clock
@@ -49,6 +49,7 @@ def components(quick: bool) -> list[Component]:
         ),
     ]
     found += [_hotpath(quick, backend) for backend in backends]
+    found += [_fanout(quick, backend) for backend in backends]
     found += [
         _isolation(quick, backend, workload)
         for backend in backends
@@ -60,6 +61,14 @@ def components(quick: bool) -> list[Component]:
 def _hotpath(quick: bool, backend: str) -> Component:
     return Component(
         f"hot path, {backend}", 6 if quick else 13, lambda _: hotpath.run(quick, backend)
+    )
+
+
+def _fanout(quick: bool, backend: str) -> Component:
+    return Component(
+        f"fan-out, {backend}",
+        fanout.planned_s(quick),
+        lambda note: fanout.run(quick, backend, note),
     )
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 import anyio
 import httpx
 import pytest
+from httpx_ws import WebSocketDisconnect, aconnect_ws
 
 from laneway.api.encoding import MAX_JSON_DEPTH
 from tests.rawhttp import RawConnection
@@ -89,3 +90,23 @@ async def test_websocket_with_a_wrong_key_is_a_401(server: ServerProcess) -> Non
         assert error_code(body) == "unauthorized"
     status, _ = await anyio.to_thread.run_sync(handshake, AUTH)
     assert status == 101
+
+
+async def test_a_binary_frame_closes_the_websocket_with_1003(server: ServerProcess) -> None:
+    async with httpx.AsyncClient(base_url=server.base_url, headers=AUTH, timeout=GUARD_S) as c:
+        conv = (await c.post(C, json={"initial_message": "hi"})).json()
+        url = f"{server.base_url.replace('http', 'ws')}{C}/{conv['id']}/events/stream"
+        codes: list[int] = []
+        with anyio.fail_after(GUARD_S):
+            try:
+                async with aconnect_ws(url, c) as ws:
+                    assert json.loads(await ws.receive_text())["seq"] == 1
+                    await ws.send_text("text frames are ignored")
+                    await ws.send_bytes(b"\x00\x01")
+                    while True:
+                        await ws.receive_text()
+            except* WebSocketDisconnect as group:
+                codes += [exc.code for exc in group.exceptions]  # type: ignore[attr-defined]
+        assert codes == [1003]
+        # The server goes on.
+        assert (await c.get(f"{C}/{conv['id']}")).status_code == 200

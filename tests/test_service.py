@@ -816,7 +816,7 @@ async def test_a_run_publishes_through_the_loop_only_when_followed() -> None:
 
 
 async def test_slow_subscriber_does_not_slow_the_run_and_catches_up() -> None:
-    async with open_service(broker=EventBroker(buffer_size=4)) as service:
+    async with open_service(broker=EventBroker(kept=4)) as service:
         conv = await service.create(
             agent=AgentSpec("sim", {"steps": 100, "tools_per_step": 2}), initial_message="go"
         )

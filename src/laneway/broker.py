@@ -1,123 +1,168 @@
-"""Live fan-out of appended events to subscribers, never blocking the publisher.
+"""Live fan-out of appended events, at a cost per event that does not grow with subscribers.
 
-Each subscriber has a bounded buffer. A publish that finds a buffer full drops
-the event for that subscriber and marks it as lagging; the subscriber then
-resumes from the store, which already holds everything published.
+Each conversation followed live has a :class:`~laneway.topics.Topic`. A
+publish adds the events to it as frames, encoded once, and starts a wave of
+wakeups; it never blocks and copies nothing per subscriber. A subscriber that
+has fallen behind what the topic keeps, or that meets a gap (two threads
+publishing out of order), resumes from the store, which holds every event by
+the time it is published.
+
+A topic's next wave begins no sooner than its last ended, and twice as long
+after its last began as that one took (at most
+:data:`~laneway.topics.MAX_WAVE_INTERVAL_S`). A publish that comes sooner waits
+for that wave, joining whatever else is published meanwhile; the first after a
+quiet spell goes out at once. A wave to one subscriber takes some 50 µs, so
+its events wait at most a tenth of a millisecond more; waves to a thousand
+took a median 48 ms under uvicorn and 128 ms under hypercorn here (a run
+stepping every 50 ms), so their events wait up to about twice that. The
+broker's :meth:`EventBroker.pace` task, run by the service, starts the waves
+that wait.
 """
 
 from __future__ import annotations
 
-from collections import deque
-from collections.abc import Iterable
+import contextlib
+import heapq
+import itertools
+from collections.abc import Iterable, Sequence
 
 import anyio
+import anyio.lowlevel
 
 from laneway.models import Event
+from laneway.topics import Frame, Subscriber, Topic
 
-DEFAULT_BUFFER = 256
+__all__ = ["DEFAULT_KEPT", "EventBroker", "Frame", "Subscriber"]
 
-
-class Subscriber:
-    """One live listener on one conversation; used only on the event loop."""
-
-    __slots__ = ("_buffer", "_closed", "_wakeup", "conversation_id", "lagging", "maxlen")
-
-    def __init__(self, conversation_id: str, maxlen: int) -> None:
-        self.conversation_id = conversation_id
-        self.maxlen = maxlen
-        self.lagging = False
-        self._buffer: deque[Event] = deque()
-        self._closed = False
-        self._wakeup: anyio.Event | None = None
-
-    def offer(self, event: Event) -> None:
-        if self.lagging:
-            return
-        if len(self._buffer) >= self.maxlen:
-            # Dropping here keeps the publisher non-blocking; the gap is filled
-            # from the store when the subscriber catches up.
-            self.lagging = True
-            self._buffer.clear()
-        else:
-            self._buffer.append(event)
-        self._wake()
-
-    def close(self) -> None:
-        self._closed = True
-        self._wake()
-
-    def _wake(self) -> None:
-        if self._wakeup is not None:
-            self._wakeup.set()
-            self._wakeup = None
-
-    @property
-    def closed(self) -> bool:
-        return self._closed
-
-    async def next_batch(self) -> list[Event] | None:
-        """Wait for buffered events; [] means "lagging, resume from the store";
-        None means the subscription was closed."""
-        while not self._buffer and not self.lagging and not self._closed:
-            self._wakeup = anyio.Event()
-            await self._wakeup.wait()
-        if self._closed:
-            return None
-        if self.lagging:
-            self.lagging = False
-            return []
-        batch = list(self._buffer)
-        self._buffer.clear()
-        return batch
+# Frames a topic keeps for subscribers that are a little behind: a subscriber
+# more than this far behind reads from the store instead.
+DEFAULT_KEPT = 256
 
 
 class EventBroker:
-    """Subscribers by conversation; publish is synchronous and O(subscribers)."""
+    """Topics by conversation. Everything but :meth:`publish_from_thread` and
+    :meth:`has_subscribers` runs on the event loop."""
 
-    def __init__(self, buffer_size: int = DEFAULT_BUFFER) -> None:
-        self.buffer_size = buffer_size
-        self._subscribers: dict[str, set[Subscriber]] = {}
+    def __init__(self, kept: int = DEFAULT_KEPT) -> None:
+        if kept < 1:
+            raise ValueError("a topic must keep at least one frame")
+        self.kept = kept
+        self._topics: dict[str, Topic] = {}
         self._closed = False
+        self._token: anyio.lowlevel.EventLoopToken | None = None
+        self._event_class: type[anyio.Event] = anyio.Event
+        # Waves that wait for their time: (time, tie-breaker, topic).
+        self._waiting_waves: list[tuple[float, int, Topic]] = []
+        self._order = itertools.count()
+        self._pacer_idle: anyio.Event | None = None
+        self._pacing = False
 
     def subscribe(self, conversation_id: str) -> Subscriber:
-        sub = Subscriber(conversation_id, self.buffer_size)
+        if self._token is None:
+            self._token = anyio.lowlevel.current_token()
+            # The running backend's own Event class: making one of those skips
+            # the lookup of the backend that anyio.Event() does, once a wait.
+            self._event_class = type(anyio.Event())
         if self._closed:
-            sub.close()
-            return sub
-        self._subscribers.setdefault(conversation_id, set()).add(sub)
+            return Subscriber(conversation_id, None)
+        topic = self._topics.get(conversation_id)
+        if topic is None:
+            topic = Topic(conversation_id, self.kept, self._event_class, self._schedule)
+            self._topics[conversation_id] = topic
+        sub = Subscriber(conversation_id, topic)
+        topic.subscribers.add(sub)
         return sub
 
     def unsubscribe(self, sub: Subscriber) -> None:
-        subs = self._subscribers.get(sub.conversation_id)
-        if subs is not None:
-            subs.discard(sub)
-            if not subs:
-                del self._subscribers[sub.conversation_id]
+        topic = self._topics.get(sub.conversation_id)
+        if topic is not None:
+            topic.subscribers.discard(sub)
+            if not topic.subscribers:
+                del self._topics[sub.conversation_id]
 
     def publish(self, conversation_id: str, events: Iterable[Event]) -> None:
-        subs = self._subscribers.get(conversation_id)
-        if not subs:
+        topic = self._topics.get(conversation_id)
+        if topic is None:
             return
-        for event in events:
-            for sub in subs:
-                sub.offer(event)
+        frames = [Frame(event) for event in events]
+        if not frames:
+            return
+        already = topic.pending
+        topic.add(frames)
+        # A wave under way, or one already waiting for its time, takes these
+        # too: the first when it ends, by calling _schedule.
+        if not topic.in_wave and not already:
+            self._schedule(topic)
+
+    def _schedule(self, topic: Topic) -> None:
+        now = anyio.current_time()
+        at = topic.next_wave()
+        if now >= at or not self._pacing:
+            topic.start_wave(now)
+            return
+        heapq.heappush(self._waiting_waves, (at, next(self._order), topic))
+        if self._pacer_idle is not None:
+            self._pacer_idle.set()
+            self._pacer_idle = None
+
+    async def pace(self) -> None:
+        """Start each wave that waits at its time, for as long as this runs; while
+        it does not, every publish starts its wave at once."""
+        self._pacing = True
+        try:
+            while True:
+                if not self._waiting_waves:
+                    self._pacer_idle = idle = self._event_class()
+                    await idle.wait()
+                    continue
+                at, _, topic = self._waiting_waves[0]
+                await anyio.sleep_until(at)
+                heapq.heappop(self._waiting_waves)
+                self._start_waiting(topic)
+        finally:
+            self._pacing = False
+            while self._waiting_waves:
+                self._start_waiting(heapq.heappop(self._waiting_waves)[2])
+
+    def _start_waiting(self, topic: Topic) -> None:
+        # A topic dropped meanwhile (its last subscriber left) has no one to wake.
+        if self._topics.get(topic.conversation_id) is topic:
+            topic.start_wave(anyio.current_time())
+
+    def publish_from_thread(self, conversation_id: str, events: Sequence[Event]) -> None:
+        """:meth:`publish` from a worker thread, without waiting for the loop: a
+        run thread that waited on a loop busy with a thousand subscribers would
+        step at the loop's pace. Calls from one thread keep their order."""
+        token = self._token
+        if token is None:
+            return  # nobody has ever subscribed, so nobody is following
+        # anyio's backend hook for a callback scheduled on the loop from a thread
+        # (asyncio's call_soon_threadsafe, trio's run_sync_soon). RuntimeError:
+        # the loop has ended, and a run left behind at shutdown publishes to no one.
+        with contextlib.suppress(RuntimeError):
+            token.backend_class.run_sync_soon(
+                self.publish, (conversation_id, events), token.native_token
+            )
 
     def has_subscribers(self, conversation_id: str) -> bool:
         """Whether anyone follows the conversation live. Safe from any thread: one
         dictionary lookup, atomic under the GIL."""
-        return conversation_id in self._subscribers
+        return conversation_id in self._topics
 
     def subscriber_count(self, conversation_id: str | None = None) -> int:
         if conversation_id is not None:
-            return len(self._subscribers.get(conversation_id, ()))
-        return sum(len(s) for s in self._subscribers.values())
+            topic = self._topics.get(conversation_id)
+            return 0 if topic is None else len(topic.subscribers)
+        return sum(len(t.subscribers) for t in self._topics.values())
 
     def close_conversation(self, conversation_id: str) -> None:
-        for sub in self._subscribers.pop(conversation_id, set()):
-            sub.close()
+        topic = self._topics.pop(conversation_id, None)
+        if topic is not None:
+            for sub in topic.subscribers:
+                sub.close()
 
     def close_all(self) -> None:
         """End every subscription, and every later one at once (server shutdown)."""
         self._closed = True
-        for conversation_id in list(self._subscribers):
+        for conversation_id in list(self._topics):
             self.close_conversation(conversation_id)

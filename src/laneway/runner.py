@@ -2,10 +2,10 @@
 
 The loop owns nothing on the event loop. It writes events straight to the store
 (it is already off the loop), and crosses back into the loop only to publish
-events to live subscribers, to fan tool calls out on the tool lane, and to agree
-with the service on when it ends, so that no message sent during the run is
-ever lost. Each crossing wakes the loop and takes the GIL from whatever request
-it is serving, so none is made that is not needed.
+events to live subscribers (without waiting), to fan tool calls out on the tool
+lane, and to agree with the service on when it ends, so that no message sent
+during the run is ever lost. Each crossing wakes the loop and takes the GIL
+from whatever request it is serving, so none is made that is not needed.
 """
 
 from __future__ import annotations
@@ -355,7 +355,7 @@ class Runner:
         # Safe to skip with no subscriber: one that subscribes after this check
         # replays from the store, which already holds these events.
         if self.broker.has_subscribers(self.cid):
-            anyio.from_thread.run_sync(self.broker.publish, self.cid, stored)
+            self.broker.publish_from_thread(self.cid, stored)
         return stored
 
 

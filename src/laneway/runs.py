@@ -75,6 +75,7 @@ class Runs:
         self._tg = anyio.create_task_group()
         await self._tg.__aenter__()
         self._tg.start_soon(self._watch_stuck_steps)
+        self._tg.start_soon(self.broker.pace)
         self._admitting = True
         return self
 

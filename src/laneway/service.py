@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import AsyncIterator, Sequence
+from contextlib import AbstractAsyncContextManager
 from types import TracebackType
 from typing import Self
 
@@ -36,7 +37,7 @@ from laneway.models import (
 from laneway.runner import RunHandle, status_event
 from laneway.runs import Runs
 from laneway.store.base import EventStore
-from laneway.subscriptions import follow
+from laneway.subscriptions import Follower, following
 
 log = logging.getLogger("laneway.runs")
 
@@ -339,11 +340,21 @@ class ConversationService:
             raise NotFound(f"conversation {conversation_id!r} has no event {seq}")
         return event
 
-    def subscribe(self, conversation_id: str, after_seq: int = 0) -> AsyncIterator[Event]:
-        """Events after ``after_seq``: first from the store, then live, with no gap
-        and no duplicate; see :func:`laneway.subscriptions.follow`. Raises
-        NotFound (on first iteration) for an unknown conversation."""
-        return follow(self.store, self.lanes.io, self.broker, conversation_id, after_seq)
+    def follow(
+        self, conversation_id: str, after_seq: int = 0
+    ) -> AbstractAsyncContextManager[Follower]:
+        """Follow the events after ``after_seq`` in batches of encoded frames:
+        first from the store, then live, with no gap and no duplicate; see
+        :mod:`laneway.subscriptions`. The first iteration raises NotFound for an
+        unknown conversation."""
+        return following(self.store, self.lanes.io, self.broker, conversation_id, after_seq)
+
+    async def subscribe(self, conversation_id: str, after_seq: int = 0) -> AsyncIterator[Event]:
+        """The events of :meth:`follow`, one at a time."""
+        async with self.follow(conversation_id, after_seq) as follower:
+            async for frames in follower:
+                for frame in frames:
+                    yield frame.event
 
     # -- helpers ---------------------------------------------------------------
 

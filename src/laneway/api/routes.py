@@ -11,6 +11,7 @@ from starlette.routing import BaseRoute, Route, WebSocketRoute
 from laneway.api import conversations as conv
 from laneway.api import events as ev
 from laneway.api import operations as ops
+from laneway.api import streams
 from laneway.api.routing import Endpoint, Operation
 from laneway.api.schemas import (
     MAX_SEQ,
@@ -73,7 +74,7 @@ OPERATIONS: list[Operation] = [
         {200: Count, 404: None}, query=EventCountQuery,
     ),
     Operation(
-        "GET", CID + "/events/stream", ev.stream_events_sse,
+        "GET", CID + "/events/stream", streams.stream_events_sse,
         "Stream events (Server-Sent Events; the same path upgrades to a WebSocket)", "events",
         {200: None, 404: None}, query=StreamQuery, produces=("text/event-stream",),
     ),
@@ -127,6 +128,6 @@ def build_routes(openapi_document: bytes) -> list[BaseRoute]:
         Route(path, _by_method(endpoints), methods=list(endpoints), include_in_schema=False)
         for path, endpoints in by_path.items()
     ]
-    routes.append(WebSocketRoute(CID + "/events/stream", ev.stream_events_ws))
+    routes.append(WebSocketRoute(CID + "/events/stream", streams.stream_events_ws))
     routes.append(Route("/openapi.json", openapi, methods=["GET"], include_in_schema=False))
     return routes
