@@ -11,6 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from laneway.lanes import (
+    MAX_RETRY_AFTER_S,
     Lane,
     LaneFull,
     LaneOrderError,
@@ -133,6 +134,25 @@ async def test_check_admission_refuses_exactly_when_hold_would() -> None:
         release.set()
     lane.check_admission()
     check_invariant(lane)
+
+
+async def test_retry_after_is_sane_before_any_service_time_and_capped() -> None:
+    lanes = Lanes.create(LanesConfig(run_size=2, run_max_waiting=10_000))
+    release = anyio.Event()
+
+    async def hold_run() -> None:
+        async with lanes.run.hold():
+            await release.wait()
+
+    async with anyio.create_task_group() as tg:
+        for _ in range(2 + 10_000):
+            tg.start_soon(hold_run)
+        await wait_until(lambda: lanes.run.waiting == 10_000)
+        # Nothing has completed: 10,000 waiting once gave 5,001 s.
+        assert lanes.run.retry_after() == MAX_RETRY_AFTER_S
+        release.set()
+    # An io call is assumed to take milliseconds until the lane has measured one.
+    assert lanes.io.retry_after() < 0.1
 
 
 async def test_retry_after_grows_with_queue_depth_and_service_time() -> None:

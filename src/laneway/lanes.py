@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import math
 import time
-from bisect import bisect_left
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from contextvars import ContextVar
@@ -23,6 +22,7 @@ import anyio.to_thread
 import msgspec
 
 from laneway.histogram import Histogram, HistogramSnapshot
+from laneway.waitqueue import WaitQueue
 
 T = TypeVar("T")
 Ts = TypeVarTuple("Ts")
@@ -35,8 +35,14 @@ RANKS: dict[LaneName, int] = {"run": 0, "tool": 1, "io": 2}
 # The size of the old design's shared pool (anyio's default thread limiter).
 SHARED_POOL_SIZE = 40
 
-# Until a lane has finished any work, retry_after assumes this service time.
-_DEFAULT_SERVICE_S = 1.0
+# Until a lane has finished any work, retry_after assumes this service time (a
+# lane may be told another: the io lane's calls take milliseconds).
+DEFAULT_SERVICE_S = 1.0
+IO_SERVICE_S = 0.01
+# No estimate is given beyond this: a queue's pace changes well within a minute,
+# and a client told to wait hours (10,000 queued runs, before any had finished,
+# once gave 5,001 s) would rather give up.
+MAX_RETRY_AFTER_S = 60.0
 _EWMA_WEIGHT = 0.2
 
 _held: ContextVar[Lane | None] = ContextVar("laneway_held_lane", default=None)
@@ -99,43 +105,6 @@ class LaneSnapshot(msgspec.Struct, frozen=True):
     service_time: HistogramSnapshot
 
 
-class _WaitQueue:
-    """A lane's waiters in arrival order, which is the order the limiter serves.
-
-    Each waiter's 1-based place is found by bisection rather than by walking the
-    queue: every status read of a queued conversation asks for it, on the event
-    loop, and the run queue may hold 10,000 (walking it took ~0.4 ms a read).
-    """
-
-    def __init__(self) -> None:
-        # key -> (arrival ticket, time requested); insertion-ordered, oldest first.
-        self._entries: dict[object, tuple[int, float]] = {}
-        # The tickets of the waiters still here, ascending.
-        self._tickets: list[int] = []
-        self._next_ticket = 0
-
-    def __len__(self) -> int:
-        return len(self._entries)
-
-    def add(self, key: object, requested: float) -> None:
-        ticket = self._next_ticket
-        self._next_ticket += 1
-        self._entries[key] = (ticket, requested)
-        self._tickets.append(ticket)
-
-    def remove(self, key: object) -> None:
-        ticket, _ = self._entries.pop(key)
-        del self._tickets[bisect_left(self._tickets, ticket)]
-
-    def position(self, key: object) -> int | None:
-        entry = self._entries.get(key)
-        return None if entry is None else bisect_left(self._tickets, entry[0]) + 1
-
-    def oldest_requested(self) -> float | None:
-        first = next(iter(self._entries.values()), None)
-        return None if first is None else first[1]
-
-
 class Lane:
     """A named, ranked capacity limiter with bounded waiting and counters.
 
@@ -151,6 +120,7 @@ class Lane:
         max_waiting: int,
         *,
         limiter: anyio.CapacityLimiter | None = None,
+        initial_service_s: float = DEFAULT_SERVICE_S,
     ) -> None:
         if size < 1:
             raise ValueError("a lane's size must be at least 1")
@@ -163,7 +133,7 @@ class Lane:
         # The lane's own token is the real bound on threads; this limiter only
         # satisfies to_thread's signature without adding a second, shared bound.
         self._thread_limiter = anyio.CapacityLimiter(math.inf)
-        self._waiters = _WaitQueue()
+        self._waiters = WaitQueue()
         self._running = 0
         self._peak_waiting = 0
         self._admitted = 0
@@ -172,6 +142,7 @@ class Lane:
         self._cancelled_waiting = 0
         self._rejected = 0
         self._service_ewma: float | None = None
+        self._initial_service_s = initial_service_s
         self._wait_time = Histogram()
         self._service_time = Histogram()
 
@@ -203,9 +174,10 @@ class Lane:
 
     def retry_after(self) -> float:
         """Seconds until a new caller would likely get a token, from queue depth and
-        the recent mean service time."""
-        service = self._service_ewma if self._service_ewma is not None else _DEFAULT_SERVICE_S
-        return max(0.001, (len(self._waiters) + 1) * service / max(self.size, 1))
+        the recent mean service time; at most :data:`MAX_RETRY_AFTER_S`."""
+        service = self._service_ewma if self._service_ewma is not None else self._initial_service_s
+        estimate = (len(self._waiters) + 1) * service / max(self.size, 1)
+        return min(MAX_RETRY_AFTER_S, max(0.001, estimate))
 
     @asynccontextmanager
     async def hold(
@@ -384,10 +356,19 @@ class Lanes:
         if c.mode == "shared":
             pool = anyio.CapacityLimiter(SHARED_POOL_SIZE)
             run = Lane("run", RANKS["run"], SHARED_POOL_SIZE, c.run_max_waiting, limiter=pool)
-            io = Lane("io", RANKS["io"], SHARED_POOL_SIZE, c.io_max_waiting, limiter=pool)
+            io = Lane(
+                "io",
+                RANKS["io"],
+                SHARED_POOL_SIZE,
+                c.io_max_waiting,
+                limiter=pool,
+                initial_service_s=IO_SERVICE_S,
+            )
         else:
             run = Lane("run", RANKS["run"], c.run_size, c.run_max_waiting)
-            io = Lane("io", RANKS["io"], c.io_size, c.io_max_waiting)
+            io = Lane(
+                "io", RANKS["io"], c.io_size, c.io_max_waiting, initial_service_s=IO_SERVICE_S
+            )
         return cls(run, tool, io, c.mode)
 
     def __getitem__(self, name: str) -> Lane:
