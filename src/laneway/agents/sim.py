@@ -50,8 +50,10 @@ class SimAgent:
             time.sleep(c.think_ms / 1000)
         if c.cpu_ms:
             burn_cpu(c.cpu_ms)
+        # Named by the conversation's step, which a restart does not reset, so
+        # that call ids stay unique within the conversation.
         calls = [
-            ToolCall(id=f"s{n}t{i}", name="sleep", arguments={"ms": c.tool_ms})
+            ToolCall(id=f"s{turn.step}t{i}", name="sleep", arguments={"ms": c.tool_ms})
             for i in range(c.tools_per_step)
         ]
         text = f"step {n} of {c.steps}"
