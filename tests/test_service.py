@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import sqlite3
 import threading
 import uuid
 from collections.abc import AsyncIterator, Iterable
@@ -1157,25 +1156,6 @@ async def test_a_stream_opened_as_its_conversation_is_deleted_ends(
             deleted.set()
         # The stream ended by itself (else the block above would not have).
         assert got == []
-
-
-async def test_a_run_whose_writes_fail_ends_without_taking_the_service_down(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    async with open_service(run_size=1) as service:
-        async with gated_run(service) as a:
-
-            def disk_full(*args: Any, **kwargs: Any) -> Any:
-                raise sqlite3.OperationalError("database or disk is full")
-
-            monkeypatch.setattr(service.store, "append", disk_full)
-        # The step returned and none of the run's writes could land: the run
-        # ends, its token comes back, and the service goes on serving.
-        await wait_idle_lane(service)
-        monkeypatch.undo()
-        assert (await service.get(a.id)).status == "running"  # as last written
-        await service.run(a.id)
-        await wait_status(service, a.id, "finished")
 
 
 # -- a message sent with run=true while a pause is pending -----------------------------

@@ -269,15 +269,15 @@ def _queued_appends(
         threading.Thread(target=work, args=(i, cid, events))
         for i, (cid, events) in enumerate(appends)
     ]
-    with store._lock:
+    with store._writer.lock:
         for t in threads:
             t.start()
         for _ in range(10_000):
-            with store._queue_lock:
-                if len(store._queue) == len(appends):
+            with store._writer._queue_lock:
+                if len(store._writer._queue) == len(appends):
                     break
             threading.Event().wait(0.001)
-        assert len(store._queue) == len(appends)
+        assert len(store._writer._queue) == len(appends)
     for t in threads:
         t.join(timeout=30)
     return outcomes
@@ -302,7 +302,7 @@ def test_queued_appends_commit_together_and_keep_their_own_outcome(
 
 def test_a_failing_queued_append_fails_its_whole_batch(store: SQLiteEventStore) -> None:
     a, b = create(store, events=[msg("a")]), create(store, events=[msg("b")])
-    store._writer.execute(
+    store._writer.conn.execute(
         "CREATE TEMP TRIGGER boom BEFORE INSERT ON events WHEN NEW.text_cf = 'boom' "
         "BEGIN SELECT RAISE(ABORT, 'boom'); END"
     )
@@ -341,7 +341,7 @@ def test_failed_append_changes_nothing(store: SQLiteEventStore) -> None:
     cid = create(store, events=[msg("a")])
     before = store.get_conversation(cid)
     # Make the second insert of the transaction fail, after the update and first insert.
-    store._writer.execute(
+    store._writer.conn.execute(
         "CREATE TEMP TRIGGER boom BEFORE INSERT ON events WHEN NEW.text_cf = 'boom' "
         "BEGIN SELECT RAISE(ABORT, 'boom'); END"
     )
@@ -529,7 +529,7 @@ def test_time_ranges_are_seq_ranges_even_when_the_clock_steps_back(
     stamps = iter(
         [f"2026-01-01T00:00:{second:02d}.000000Z" for second in (1, 2, 3, 2, 1, 4, 5, 5, 6)]
     )
-    monkeypatch.setattr("laneway.store.sqlite.utc_now", lambda: next(stamps))
+    monkeypatch.setattr("laneway.store._sqlite_writer.utc_now", lambda: next(stamps))
     cid = create(store, events=[msg("0")])
     for i in range(1, 9):
         store.append(cid, [msg(str(i))])
@@ -570,7 +570,9 @@ def test_a_reopened_store_never_stamps_earlier_than_what_it_holds(
     store = SQLiteEventStore(path)
     cid = create(store, events=[msg("first")])
     store.close()
-    monkeypatch.setattr("laneway.store.sqlite.utc_now", lambda: "2000-01-01T00:00:00.000000Z")
+    monkeypatch.setattr(
+        "laneway.store._sqlite_writer.utc_now", lambda: "2000-01-01T00:00:00.000000Z"
+    )
     store = SQLiteEventStore(path)
     try:
         [event] = store.append(cid, [msg("after a clock step back")])
@@ -649,6 +651,57 @@ def test_mark_paused_in_one_call_skips_the_gone(store: SQLiteEventStore) -> None
     assert store.mark_paused([], "nothing") == {}
 
 
+def tool(kind: str, call_id: str) -> NewEvent:
+    data: dict[str, object] = {"call_id": call_id, "name": "probe"}
+    if kind == "tool_result":
+        data["output"] = 1
+    return msgspec.convert({"kind": kind, "source": "tool", "data": data}, NewEvent)
+
+
+def tool_starts(store: SQLiteEventStore) -> int:
+    with store._read() as conn:
+        return int(conn.execute("SELECT count(*) FROM tool_starts").fetchone()[0])
+
+
+@pytest.mark.parametrize("how", ["restart", "shutdown"])
+def test_open_tool_calls_are_answered_when_runs_are_paused(
+    store: SQLiteEventStore, how: str
+) -> None:
+    cid = create(store, "running")
+    store.append(cid, [tool("tool_call", c) for c in ("c1", "c2", "c3")])
+    store.note_tool_started(cid, "c1")
+    store.note_tool_started(cid, "c2")
+    store.append(cid, [tool("tool_result", "c1")])
+    assert tool_starts(store) == 1  # c1's went with its result
+    if how == "restart":
+        assert store.recover_interrupted("interrupted by restart") == [cid]
+        reason = "interrupted by restart"
+    else:
+        store.mark_paused([cid], reason := "interrupted by shutdown")
+    events = all_events(store, cid)
+    answers = [(e.data["call_id"], e.data.get("error")) for e in events if e.kind == "tool_result"]
+    assert answers == [("c1", None), ("c2", f"lost: {reason}"), ("c3", f"not run: {reason}")]
+    assert events[-1].data == {"status": "paused", "reason": reason}
+    assert tool_starts(store) == 0
+    # Nothing is answered twice.
+    store.mark_paused([cid], "again")
+    assert len([e for e in all_events(store, cid) if e.kind == "tool_result"]) == 3
+
+
+def test_a_tool_start_for_a_deleted_conversation_is_not_found(store: SQLiteEventStore) -> None:
+    cid = create(store)
+    store.delete_conversation(cid)
+    with pytest.raises(NotFound):
+        store.note_tool_started(cid, "c1")
+    other = create(store, events=[msg("a")])
+    store.note_tool_started(other, "c1")
+    # Noting a start changes nothing a client sees.
+    got = store.get_conversation(other)
+    assert got is not None
+    assert got.last_seq == 1
+    assert all_events(store, other) == store.events_after(other, 0, 10)
+
+
 # -- schema and connections --------------------------------------------------------
 
 
@@ -663,7 +716,7 @@ def test_file_database_uses_wal(tmp_path: Path) -> None:
     try:
         assert read_pragma(store, "journal_mode") == "wal"
         assert read_pragma(store, "busy_timeout") == _sqlite_schema.BUSY_TIMEOUT_MS
-        assert store._writer.execute("PRAGMA synchronous").fetchone()[0] == 1  # NORMAL
+        assert store._writer.conn.execute("PRAGMA synchronous").fetchone()[0] == 1  # NORMAL
     finally:
         store.close()
     with sqlite3.connect(path) as conn:

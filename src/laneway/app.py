@@ -19,7 +19,7 @@ from laneway.api.limits import HeadLimitMiddleware
 from laneway.api.openapi import build_document
 from laneway.api.routes import build_routes, documented_operations
 from laneway.config import Settings
-from laneway.errors import Conflict, InvalidRequest, NotFound, ShuttingDown
+from laneway.errors import Conflict, InvalidRequest, NotFound, ShuttingDown, StoreUnavailable
 from laneway.lanes import LaneFull, Lanes
 from laneway.models import InvalidCursor
 from laneway.service import ConversationService
@@ -33,6 +33,7 @@ _MAPPED: tuple[type[Exception], ...] = (
     InvalidRequest,
     InvalidCursor,
     ShuttingDown,
+    StoreUnavailable,
     LaneFull,
 )
 

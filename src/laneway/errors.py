@@ -4,9 +4,16 @@ from __future__ import annotations
 
 from laneway.lanes import LaneFull
 from laneway.models import Conversation, Event
-from laneway.store.base import NotFound
+from laneway.store.base import NotFound, StoreUnavailable
 
-__all__ = ["Conflict", "InvalidRequest", "NotFound", "RunNotAdmitted", "ShuttingDown"]
+__all__ = [
+    "Conflict",
+    "InvalidRequest",
+    "NotFound",
+    "RunNotAdmitted",
+    "ShuttingDown",
+    "StoreUnavailable",
+]
 
 
 class Conflict(Exception):

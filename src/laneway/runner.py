@@ -51,6 +51,10 @@ def status_event(status: Status, reason: str | None = None) -> NewEvent:
     return NewEvent("status", "system", data)
 
 
+def error_event(exc: BaseException) -> NewEvent:
+    return NewEvent("error", "system", {"type": type(exc).__name__, "message": str(exc)})
+
+
 class StuckStep:
     """A step the watchdog found running past ``step_timeout_s``.
 
@@ -243,10 +247,9 @@ class Runner:
         message = f"{type(exc).__name__}: {exc}"
         self.handle.error = message
         self._claim(request)
-        error = NewEvent("error", "system", {"type": type(exc).__name__, "message": str(exc)})
         with contextlib.suppress(_Gone):
             self._append(
-                [error, status_event("error", message)],
+                [error_event(exc), status_event("error", message)],
                 ConversationUpdate(status="error", last_error=message),
             )
 
@@ -276,6 +279,7 @@ class Runner:
                 if stuck is not None:
                     # Before anything the step leads to, its error included.
                     self._write_stuck(stuck)
+            _check_call_ids(result.tool_calls)
             steps_done += 1
             steps_this_run += 1
             self._append(
@@ -329,7 +333,7 @@ class Runner:
 
         async def one(index: int, call: ToolCall) -> None:
             try:
-                output = await self.tool_lane.run_sync(agent.call_tool, call)
+                output = await self.tool_lane.run_sync(self._call_tool, agent, call)
             except LaneFull as exc:
                 results[index] = ToolResult(call.id, call.name, error=str(exc))
             except Exception as exc:
@@ -342,6 +346,12 @@ class Runner:
             for index, call in enumerate(calls):
                 tg.start_soon(one, index, call)
         return [r for r in results if r is not None]
+
+    def _call_tool(self, agent: Agent, call: ToolCall) -> Any:
+        """On the tool lane: note that the call begins, then make it. After a crash
+        a call with no result is told "lost" if it had begun, else "not run"."""
+        self.store.note_tool_started(self.cid, call.id)
+        return agent.call_tool(call)
 
     def _append(
         self, events: Sequence[NewEvent], update: ConversationUpdate | None = None
@@ -361,6 +371,14 @@ class Runner:
 
 class _Gone(Exception):
     """The conversation was deleted, or the server left this run behind at shutdown."""
+
+
+def _check_call_ids(calls: list[ToolCall]) -> None:
+    """A result is paired with its call by id, in the log and in the history an
+    LLM is given, so the ids of one step's calls must differ."""
+    ids = [call.id for call in calls]
+    if len(set(ids)) != len(ids):
+        raise ValueError(f"the step asked for tool calls with the same id: {ids}")
 
 
 def _step_events(result: StepResult) -> list[NewEvent]:

@@ -23,8 +23,9 @@ from laneway.broker import EventBroker
 from laneway.errors import NotFound, RunNotAdmitted, ShuttingDown
 from laneway.lanes import LaneFull, Lanes
 from laneway.models import ConversationRecord, ConversationUpdate, Event, NewEvent, Status
-from laneway.runner import AgentState, RunHandle, Runner, StuckStep, status_event
-from laneway.store.base import EventStore
+from laneway.owed import OwedStatuses
+from laneway.runner import AgentState, RunHandle, Runner, StuckStep, error_event, status_event
+from laneway.store.base import EventStore, StoreUnavailable
 
 log = logging.getLogger("laneway.runs")
 
@@ -68,6 +69,8 @@ class Runs:
         self.handles: dict[str, RunHandle] = {}
         # Agents keep their state between the runs of a conversation.
         self.agents: dict[str, AgentState] = {}
+        # What runs that ended are owed while the store refuses writes.
+        self.owed = OwedStatuses(store, lanes.io, broker)
         self._tg: TaskGroup | None = None
         self._admitting = False
 
@@ -76,6 +79,7 @@ class Runs:
         await self._tg.__aenter__()
         self._tg.start_soon(self._watch_stuck_steps)
         self._tg.start_soon(self.broker.pace)
+        self._tg.start_soon(self.owed.keep_settling)
         self._admitting = True
         return self
 
@@ -109,6 +113,7 @@ class Runs:
     def forget_conversation(self, conversation_id: str) -> None:
         """Drop what is kept for a deleted conversation."""
         self.agents.pop(conversation_id, None)
+        self.owed.forget(conversation_id)
 
     async def _shutdown(self) -> None:
         """Stop admitting, pause every run, wait up to the grace period, then leave
@@ -141,9 +146,13 @@ class Runs:
         meanwhile are skipped."""
         if not conversation_ids:
             return
-        stored = await self.lanes.io.run_sync_patiently(
-            self.store.mark_paused, conversation_ids, reason
-        )
+        try:
+            stored = await self.lanes.io.run_sync_patiently(
+                self.store.mark_paused, conversation_ids, reason
+            )
+        except StoreUnavailable as exc:
+            log.error("%d runs not marked paused (a restart will): %s", len(conversation_ids), exc)
+            return
         for cid, events in stored.items():
             self.broker.publish(cid, events)
 
@@ -252,17 +261,27 @@ class Runs:
         await self._write_status(record.id, record.status, reason)
 
     async def _write_status(self, conversation_id: str, status: Status, reason: str) -> None:
+        await self._write_owed(
+            conversation_id, [status_event(status, reason)], ConversationUpdate(status=status)
+        )
+
+    async def _write_owed(
+        self, conversation_id: str, events: list[NewEvent], update: ConversationUpdate
+    ) -> None:
         """Write a status the loop owes a run it accepted. Shielded, and patient
         with a full io lane: a client going away, or others filling the lane,
-        must not leave a status that no run stands behind. A conversation deleted
-        meanwhile needs none."""
+        must not leave a status that no run stands behind. Owed (see
+        OwedStatuses) if the store refuses it; none for a conversation deleted
+        meanwhile."""
         with anyio.CancelScope(shield=True), contextlib.suppress(NotFound):
-            await self._append(
-                conversation_id,
-                [status_event(status, reason)],
-                ConversationUpdate(status=status),
-                patient=True,
-            )
+            try:
+                await self._append(conversation_id, events, update, patient=True)
+            except StoreUnavailable as exc:
+                self.owed.owe(conversation_id, events, update, str(exc))
+            except Exception:
+                # Not the disk: a bug. Kept out of the runs' task group, which it
+                # would take down with every run; the status stays as last written.
+                log.exception("conversation %s: a status could not be written", conversation_id)
 
     async def _run_task(
         self,
@@ -290,7 +309,10 @@ class Runs:
             with handle.scope:
                 async with lane.hold(ticket=cid, on_enqueued=enqueued):
                     handle.admitted = True
-                    await self._execute(handle, runner)
+                    failure = await self._execute(handle, runner)
+                if failure is not None:
+                    # Written once the run token is back: never wait for io holding it.
+                    await self._write_owed(cid, *failure)
             written_elsewhere = handle.deleted or handle.abandoned or handle.paused_at_shutdown
             if not handle.admitted:
                 if not written_elsewhere:
@@ -302,8 +324,11 @@ class Runs:
             if handle.enqueued:
                 self._forget(handle)
 
-    async def _execute(self, handle: RunHandle, runner: Runner) -> None:
-        """Run in the token held, and again while a run stops with messages unread."""
+    async def _execute(
+        self, handle: RunHandle, runner: Runner
+    ) -> tuple[list[NewEvent], ConversationUpdate] | None:
+        """Run in the token held, and again while a run stops with messages unread.
+        Returns the error status to write if the run could not write its own."""
         cid = handle.conversation_id
         execute = runner.execute
         log.info("run %s started", cid)
@@ -314,17 +339,23 @@ class Runs:
                 handle.thread_scope = thread_scope
                 try:
                     state = await self.lanes.run.to_thread(execute, abandon_on_cancel=True)
-                except Exception:
-                    # The agent's own errors end in an "error" status; this is
-                    # the store failing under the run. It ends this run only:
-                    # the status stays as last written, and a restart pauses it.
-                    log.exception("run %s ended: its writes failed", cid)
-                    return
+                except Exception as exc:
+                    # The agent's own errors end in an "error" status inside the
+                    # thread; this is the store failing under the run (or a bug).
+                    # The run ends in error all the same, its status owed if the
+                    # store still refuses it.
+                    reason = f"{type(exc).__name__}: {exc}"
+                    if isinstance(exc, StoreUnavailable):
+                        log.error("run %s ended: its writes failed: %s", cid, exc)
+                    else:
+                        log.exception("run %s ended: %s", cid, reason)
+                    update = ConversationUpdate(status="error", last_error=reason)
+                    return [error_event(exc), status_event("error", reason)], update
                 if state is not None and not handle.deleted:
                     self.agents[cid] = state
             self._log_end(handle)
             if not handle.rerun or handle.deleted or handle.abandoned:
-                return
+                return None
             handle.start_again()
             log.info("run %s started again for messages left unread", cid)
             execute = runner.execute_again
@@ -354,4 +385,12 @@ class Runs:
 
         # As _write_status, but the write is claimed only once it is under way.
         with anyio.CancelScope(shield=True), contextlib.suppress(NotFound):
-            self.broker.publish(conversation_id, await self.lanes.io.run_sync_patiently(write))
+            try:
+                stored = await self.lanes.io.run_sync_patiently(write)
+            except StoreUnavailable as exc:
+                update = ConversationUpdate(status="stuck")
+                self.owed.owe(
+                    conversation_id, [status_event("stuck", stuck.reason)], update, str(exc)
+                )
+                return
+            self.broker.publish(conversation_id, stored)

@@ -22,7 +22,6 @@ from laneway.broker import EventBroker
 from laneway.errors import Conflict, InvalidRequest, NotFound, RunNotAdmitted, ShuttingDown
 from laneway.lanes import LaneFull, Lanes
 from laneway.models import (
-    ACTIVE_STATUSES,
     AgentSpec,
     Conversation,
     ConversationRecord,
@@ -38,6 +37,7 @@ from laneway.runner import RunHandle, status_event
 from laneway.runs import Runs
 from laneway.store.base import EventStore
 from laneway.subscriptions import Follower, following
+from laneway.views import conversation_view
 
 log = logging.getLogger("laneway.runs")
 
@@ -161,7 +161,9 @@ class ConversationService:
         records, next_cursor = await self.lanes.io.run_sync(
             lambda: self.store.list_conversations(status=status, limit=limit, cursor=cursor)
         )
-        return [self._view(r) for r in records], next_cursor
+        views = [self._view(r) for r in records]
+        # A status the store has not taken yet may no longer match the filter.
+        return [v for v in views if status is None or v.status == status], next_cursor
 
     async def count_conversations(self, *, status: Status | None = None) -> int:
         return await self.lanes.io.run_sync(lambda: self.store.count_conversations(status=status))
@@ -191,6 +193,10 @@ class ConversationService:
                     await handle.done.wait()  # out of the queue, as pause() waits
             self.runs.forget_conversation(conversation_id)
             self.broker.close_conversation(conversation_id)
+
+    def store_problem(self) -> str | None:
+        """Why the store cannot write now, as far as the last write tells."""
+        return self.store.write_problem()
 
     # -- runs ------------------------------------------------------------------
 
@@ -387,6 +393,8 @@ class ConversationService:
     ) -> list[Event]:
         """Store and publish ``events``. ``patient`` waits out a full io lane: for
         writes owed to runs already accepted, rather than for a client's request."""
+        # What the conversation is owed lands first (see OwedStatuses).
+        await self.runs.owed.settle(conversation_id, patient=patient)
         io = self.lanes.io
         call = io.run_sync_patiently if patient else io.run_sync
         stored = await call(self.store.append, conversation_id, events, update)
@@ -394,28 +402,6 @@ class ConversationService:
         return stored
 
     def _view(self, record: ConversationRecord) -> Conversation:
-        # A run's final status is committed a moment before its handle goes, so
-        # the handle's live fields only count while the record says it is active.
-        handle = self.runs.handles.get(record.id)
-        if record.status not in ACTIVE_STATUSES:
-            handle = None
-        position = None
-        status = record.status
-        if handle is not None and not handle.admitted:
-            position = self.lanes.run.position(record.id)
-        elif handle is not None and status == "queued":
-            # It has its token; its thread has not yet stored "running".
-            status = "running"
-        return Conversation(
-            id=record.id,
-            title=record.title,
-            status=status,
-            agent=record.agent,
-            max_steps=record.max_steps,
-            created_at=record.created_at,
-            updated_at=record.updated_at,
-            steps_done=record.steps_done,
-            queue_position=position,
-            pause_requested=handle.pause_requested if handle is not None else False,
-            last_error=record.last_error,
+        return conversation_view(
+            self.runs.owed.overlay(record), self.runs.handles.get(record.id), self.lanes.run
         )

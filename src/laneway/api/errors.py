@@ -16,9 +16,17 @@ from starlette.types import Receive, Scope, Send
 from laneway.api.encoding import json_response
 from laneway.api.exceptions import ApiError
 from laneway.api.schemas import ErrorBody, ErrorDetail
-from laneway.errors import Conflict, InvalidRequest, NotFound, RunNotAdmitted, ShuttingDown
+from laneway.errors import (
+    Conflict,
+    InvalidRequest,
+    NotFound,
+    RunNotAdmitted,
+    ShuttingDown,
+    StoreUnavailable,
+)
 from laneway.lanes import LaneFull
 from laneway.models import InvalidCursor
+from laneway.owed import RETRY_S
 
 log = logging.getLogger("laneway.api")
 
@@ -66,6 +74,13 @@ def to_api_error(exc: Exception) -> ApiError | None:
             return ApiError(422, f"cursor: {exc}")
         case ShuttingDown():
             return ApiError(503, str(exc), code="shutting_down", retry_after=1.0)
+        case StoreUnavailable():
+            return ApiError(
+                503,
+                f"{exc}; nothing of this request was stored, retry it later",
+                code="store_unavailable",
+                retry_after=RETRY_S,
+            )
         case RunNotAdmitted():
             return ApiError(
                 429,

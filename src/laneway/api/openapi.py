@@ -21,7 +21,7 @@ _ERROR_TEXT = {
     422: "Validation error; the message names the field",
     431: "Request line and headers over max_header_bytes",
     429: "Run queue full; see Retry-After",
-    503: "io lane full or server not ready; see Retry-After",
+    503: "io lane full, store unable to write, or server not ready; see Retry-After",
 }
 
 

@@ -18,8 +18,12 @@ async def health(request: Request) -> Response:
 
 
 async def ready(request: Request) -> Response:
-    if getattr(request.app.state, "service", None) is None:
+    service = getattr(request.app.state, "service", None)
+    if service is None:
         return json_response(Health("starting"), 503)
+    problem = service.store_problem()
+    if problem is not None:
+        return json_response(Health("store_unavailable", problem), 503)
     return json_response(Health("ready"))
 
 

@@ -108,8 +108,10 @@ class LanesView(msgspec.Struct, frozen=True):
     lanes: dict[str, LaneSnapshot]
 
 
-class Health(msgspec.Struct, frozen=True):
+class Health(msgspec.Struct, frozen=True, omit_defaults=True):
     status: str
+    # Why the server is not ready, when it is for want of a writable store.
+    reason: str | None = None
 
 
 class ErrorDetail(msgspec.Struct, frozen=True, omit_defaults=True):

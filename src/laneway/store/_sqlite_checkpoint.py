@@ -49,9 +49,10 @@ class Checkpointer:
                     return
                 try:
                     self._conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
-                except sqlite3.Error:
-                    # The writer's own checkpoints still bound the WAL.
-                    logger.exception("background WAL checkpoint failed")
+                except sqlite3.Error as exc:
+                    # The writer's own checkpoints still bound the WAL. A full disk
+                    # fails this too, and is reported by the writes themselves.
+                    logger.warning("background WAL checkpoint failed: %s", exc)
         finally:
             self._conn.close()
 

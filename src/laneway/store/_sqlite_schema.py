@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import fcntl
 import sqlite3
+from typing import IO
 
 # Migration N (1-based) brings a database from user_version N-1 to N. Append new
 # migrations; never edit one that has shipped, since databases already carry it.
@@ -62,6 +64,27 @@ MIGRATIONS: list[tuple[str, ...]] = [
         "CREATE INDEX events_kind_source ON events (conversation_id, kind, source, seq)",
         "DROP INDEX events_kind",
         "DROP INDEX events_source",
+    ),
+    (
+        # Tool calls begun and not yet answered, so that after a crash a call
+        # left without a result can be told "lost" (it may have run) from "not
+        # run". A row goes when the call's result is appended.
+        """
+        CREATE TABLE tool_starts (
+            conversation_id TEXT NOT NULL
+                REFERENCES conversations (id) ON DELETE CASCADE,
+            call_id TEXT NOT NULL,
+            PRIMARY KEY (conversation_id, call_id)
+        ) WITHOUT ROWID
+        """,
+        # One row a write can always touch, to learn whether writes work again
+        # after the disk refused one.
+        """
+        CREATE TABLE write_probe (
+            id INTEGER PRIMARY KEY CHECK (id = 1),
+            written_at TEXT NOT NULL
+        )
+        """,
     ),
 ]
 
@@ -128,3 +151,23 @@ def migrate(conn: sqlite3.Connection) -> int:
             conn.execute("ROLLBACK")
         raise
     return len(MIGRATIONS)
+
+
+class DatabaseInUse(RuntimeError):
+    """Another process has this database file open as a laneway store."""
+
+
+def claim(path: str) -> IO[bytes]:
+    """Hold an exclusive lock on ``<path>.lock`` for as long as the store is open.
+
+    The record cache and the timestamp floor are right only if this process
+    makes every write, so a second laneway on the same file is refused at once
+    rather than left to serve stale statuses.
+    """
+    lock = open(f"{path}.lock", "ab")  # noqa: SIM115 -- held until the store closes
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        lock.close()
+        raise DatabaseInUse(f"{path} is in use by another laneway process") from None
+    return lock

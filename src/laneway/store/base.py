@@ -1,8 +1,9 @@
 """The storage interface: small, blocking, and safe to call from many threads.
 
-Every method blocks. Async code calls them on the io lane; run threads call the
-write methods directly, since they are already off the event loop. A PostgreSQL
-store for several laneway instances implements the same protocol.
+Every method blocks. Async code calls them on the io lane; run and tool threads
+call the write methods directly, since they are already off the event loop.
+Every write may raise :class:`StoreUnavailable`. A PostgreSQL store for several
+laneway instances implements the same protocol.
 """
 
 from __future__ import annotations
@@ -23,6 +24,12 @@ from laneway.models import (
 
 class NotFound(LookupError):
     """No conversation (or event) with that id."""
+
+
+class StoreUnavailable(Exception):
+    """The store cannot write now: the disk is full, or refused the write. Nothing
+    of the refused write was stored; the store takes writes again once the
+    disk does, without a restart."""
 
 
 class EventStore(Protocol):
@@ -90,13 +97,31 @@ class EventStore(Protocol):
 
     def recover_interrupted(self, reason: str) -> list[str]:
         """Mark every queued or running conversation paused, with a status event
-        carrying ``reason``; return their ids. Called once at startup."""
+        carrying ``reason``, and answer its tool calls left without a result
+        ("not run: <reason>", or "lost: <reason>" for one that had begun);
+        return their ids. Called once at startup."""
         ...
 
     def mark_paused(self, conversation_ids: Sequence[str], reason: str) -> dict[str, list[Event]]:
-        """Mark these conversations paused, each with a status event carrying
-        ``reason``, in one transaction; return the events stored, by id. Ids of
-        conversations that no longer exist are left out."""
+        """As :meth:`recover_interrupted`, for these conversations, in one
+        transaction; return the events stored, by id. Ids of conversations
+        that no longer exist are left out."""
+        ...
+
+    def note_tool_started(self, conversation_id: str, call_id: str) -> None:
+        """Record that a tool call has begun, until its result is appended: after
+        a crash, :meth:`recover_interrupted` tells such a call "lost" rather
+        than "not run". Raises :class:`NotFound` for a deleted conversation."""
+        ...
+
+    def write_problem(self) -> str | None:
+        """Why the last write failed for want of a working disk; None once a
+        write has succeeded since (or none ever failed)."""
+        ...
+
+    def probe_write(self) -> None:
+        """Make a small write, to learn whether writes work again; raises
+        :class:`StoreUnavailable` if not."""
         ...
 
     def close(self) -> None: ...

@@ -1,0 +1,79 @@
+"""Pausing runs that the process can no longer finish, at startup or shutdown.
+
+A run cut off mid-step may leave tool calls with no result: killed while they
+ran, or before they could start. Every such call gets a result saying so, in
+the same transaction as the pause, so that every ``tool_call`` in the log has
+exactly one ``tool_result``: OpenAI-compatible providers refuse a history in
+which a call has no answer. A call that had begun (see ``tool_starts``) is
+"lost", since it may have done its work; one that had not is "not run".
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections import Counter
+from collections.abc import Sequence
+from typing import Any
+
+import msgspec
+
+from laneway.models import ConversationUpdate, NewEvent
+from laneway.store._sqlite_writer import Append, Writer
+from laneway.store.base import NotFound
+
+_TOOL_EVENTS = (
+    "SELECT kind, data FROM events WHERE conversation_id = ?"
+    " AND kind IN ('tool_call', 'tool_result') ORDER BY seq"
+)
+_STARTED = "SELECT call_id FROM tool_starts WHERE conversation_id = ?"
+_decode = msgspec.json.Decoder(dict[str, Any]).decode
+
+
+def unanswered_tool_calls(conn: sqlite3.Connection, conversation_id: str) -> list[dict[str, Any]]:
+    """The data of each tool call of the conversation that has no result yet."""
+    calls: list[dict[str, Any]] = []
+    answers: Counter[str] = Counter()
+    for kind, data in conn.execute(_TOOL_EVENTS, (conversation_id,)):
+        decoded = _decode(data)
+        if kind == "tool_call":
+            calls.append(decoded)
+        else:
+            answers[str(decoded.get("call_id"))] += 1
+    open_calls = []
+    for call in calls:
+        call_id = str(call.get("call_id"))
+        if answers[call_id]:
+            answers[call_id] -= 1
+        else:
+            open_calls.append(call)
+    return open_calls
+
+
+def tool_results_for(conn: sqlite3.Connection, conversation_id: str, reason: str) -> list[NewEvent]:
+    """A result for each unanswered call: "lost: <reason>" if it had begun."""
+    started = {row[0] for row in conn.execute(_STARTED, (conversation_id,))}
+    results = []
+    for call in unanswered_tool_calls(conn, conversation_id):
+        call_id = str(call.get("call_id"))
+        fate = "lost" if call_id in started else "not run"
+        data = {"call_id": call_id, "name": call.get("name"), "error": f"{fate}: {reason}"}
+        results.append(NewEvent("tool_result", "tool", data))
+    return results
+
+
+def pause_locked(
+    writer: Writer, conn: sqlite3.Connection, conversation_ids: Sequence[str], reason: str
+) -> list[Append]:
+    """Answer the open tool calls of each conversation that exists and mark it
+    paused; the writer's lock and a transaction are held."""
+    status = NewEvent("status", "system", {"status": "paused", "reason": reason})
+    update = ConversationUpdate(status="paused")
+    written = []
+    for cid in conversation_ids:
+        request = Append(cid, [*tool_results_for(conn, cid, reason), status], update)
+        try:
+            writer.append_locked(conn, request)
+        except NotFound:
+            continue
+        written.append(request)
+    return written
