@@ -121,6 +121,8 @@ class Server:
     sampler: ProcSampler
     # True when the server did not exit within its guard after SIGTERM.
     killed: bool = False
+    # Seconds from SIGTERM to the process's exit (NaN until it has stopped).
+    stop_s: float = float("nan")
 
     @property
     def base_url(self) -> str:
@@ -194,9 +196,11 @@ def _wait_ready(server: Server) -> None:
 def _stop(server: Server, guard_s: float) -> None:
     try:
         if server.proc.poll() is None:
+            started = time.monotonic()
             server.proc.send_signal(signal.SIGTERM)
             try:
                 server.proc.wait(guard_s)
+                server.stop_s = time.monotonic() - started
             except subprocess.TimeoutExpired:
                 server.killed = True
                 server.proc.kill()

@@ -677,14 +677,14 @@ def test_open_tool_calls_are_answered_when_runs_are_paused(
         assert store.recover_interrupted("interrupted by restart") == [cid]
         reason = "interrupted by restart"
     else:
-        store.mark_paused([cid], reason := "interrupted by shutdown")
+        store.mark_paused([cid], reason := "interrupted by shutdown", were_running=True)
     events = all_events(store, cid)
     answers = [(e.data["call_id"], e.data.get("error")) for e in events if e.kind == "tool_result"]
     assert answers == [("c1", None), ("c2", f"lost: {reason}"), ("c3", f"not run: {reason}")]
     assert events[-1].data == {"status": "paused", "reason": reason}
     assert tool_starts(store) == 0
     # Nothing is answered twice.
-    store.mark_paused([cid], "again")
+    store.mark_paused([cid], "again", were_running=True)
     assert len([e for e in all_events(store, cid) if e.kind == "tool_result"]) == 3
 
 

@@ -36,9 +36,11 @@ CREATE_GUARD_S = 90.0
 SETTLE_S = 0.5
 TARGET_PER_RUN_KIB = 16.0
 # On SIGTERM the server pauses the queued runs in one write and leaves the ten
-# blocked ones behind after its grace period (1 s here): 2.3 s to exit with 9,990
-# queued, measured. A server still running after this long is killed.
-STOP_GUARD_S = 5.0
+# blocked ones behind at the end of its grace period; it must exit within the
+# grace plus this. A server still running after STOP_GUARD_S is killed.
+GRACE_S = 1.0
+STOP_MARGIN_S = 0.5
+STOP_GUARD_S = 10.0
 
 
 @dataclass
@@ -107,6 +109,7 @@ def run(quick: bool) -> ComponentResult:
         backend=BACKEND,
         run_lane_size=RUN_LANE,
         run_max_waiting=MAX_WAITING,
+        shutdown_grace_s=GRACE_S,
         stop_guard_s=STOP_GUARD_S,
     )
     with running_server(options) as server:
@@ -165,6 +168,13 @@ def run(quick: bool) -> ComponentResult:
                 "lower",
                 strict=True,
             ),
+            Figure(
+                f"exit after SIGTERM with {size_note} and {RUN_LANE} blocked, grace {GRACE_S:g} s",
+                server.stop_s,
+                "s",
+                GRACE_S + STOP_MARGIN_S,
+                "lower",
+            ),
         ],
         details={
             "total": total,
@@ -179,5 +189,6 @@ def run(quick: bool) -> ComponentResult:
             "rss_kib_queued": after.rss_kib,
             "run_lane": {k: lane[k] for k in ("running", "waiting", "peak_waiting", "rejected")},
             "server_killed_at_stop": server.killed,
+            "stop_s": server.stop_s,
         },
     )

@@ -31,6 +31,9 @@ log = logging.getLogger("laneway.runs")
 
 QUEUED_REASON = "paused while queued"
 SHUTDOWN_REASON = "interrupted by shutdown"
+# Past the grace period, how long shutdown may still wait to store the pauses of
+# the runs it leaves behind (and any status owed), should the io lane be full.
+FINAL_WRITES_S = 1.0
 
 
 class Append(Protocol):
@@ -73,6 +76,9 @@ class Runs:
         self.owed = OwedStatuses(store, lanes.io, broker)
         self._tg: TaskGroup | None = None
         self._admitting = False
+        # Set once shutdown has begun (see begin_shutdown), and once it is over.
+        self._shutting_down = False
+        self._shut_down = anyio.Event()
 
     async def __aenter__(self) -> Runs:
         self._tg = anyio.create_task_group()
@@ -92,7 +98,7 @@ class Runs:
         assert self._tg is not None
         try:
             with anyio.CancelScope(shield=True):
-                await self._shutdown()
+                await self.shut_down()
         finally:
             # Whatever shutdown met, no task of the group outlives it.
             self._tg.cancel_scope.cancel()
@@ -115,10 +121,39 @@ class Runs:
         self.agents.pop(conversation_id, None)
         self.owed.forget(conversation_id)
 
-    async def _shutdown(self) -> None:
-        """Stop admitting, pause every run, wait up to the grace period, then leave
-        behind (marked paused in the store) any run whose step will not return."""
+    def begin_shutdown(self) -> None:
+        """Stop admitting and ask every run to pause, now, and leave behind what
+        has not paused once the grace period is over; call on the loop.
+
+        The server calls this the moment it is asked to stop, before it waits
+        for open connections to close: under hypercorn a keep-alive client
+        kept it waiting the whole grace period, during which runs went on
+        stepping and queued ones started, and the app's own shutdown then
+        waited the grace period again.
+        """
+        if self._shutting_down or self._tg is None:
+            return
         self.stop_admitting()
+        # Nothing here may need to know the backend: uvicorn's signal handling
+        # calls this from a plain loop callback, outside any task.
+        self._tg.start_soon(self._shutdown)
+        self._shutting_down = True
+
+    async def shut_down(self) -> None:
+        """Begin shutting down, if not begun, and wait until it is over."""
+        self.begin_shutdown()
+        await self._shut_down.wait()
+
+    async def _shutdown(self) -> None:
+        try:
+            with anyio.CancelScope(shield=True):
+                await self._pause_all(anyio.current_time() + self.shutdown_grace_s)
+        finally:
+            self._shut_down.set()
+
+    async def _pause_all(self, deadline: float) -> None:
+        """Pause every run, wait until ``deadline``, then leave behind (marked
+        paused in the store) any run whose step will not return."""
         queued = []
         for handle in list(self.handles.values()):
             handle.pause_requested = True
@@ -129,8 +164,8 @@ class Runs:
                     handle.paused_at_shutdown = True
                     queued.append(handle.conversation_id)
                 handle.scope.cancel()
-        await self._mark_paused(queued, QUEUED_REASON)
-        with anyio.move_on_after(self.shutdown_grace_s):
+        with anyio.CancelScope(deadline=deadline):
+            await self._mark_paused(queued, QUEUED_REASON)
             for handle in list(self.handles.values()):
                 await handle.done.wait()
         left_behind = [h for h in self.handles.values() if not h.done.is_set()]
@@ -138,9 +173,17 @@ class Runs:
             handle.abandoned = True
             if handle.thread_scope is not None:
                 handle.thread_scope.cancel()
-        await self._mark_paused([h.conversation_id for h in left_behind], SHUTDOWN_REASON)
+        # What could not be written by now is left to the restart, which pauses
+        # every run still "queued" or "running".
+        with anyio.move_on_after(FINAL_WRITES_S), contextlib.suppress(StoreUnavailable):
+            await self._mark_paused(
+                [h.conversation_id for h in left_behind], SHUTDOWN_REASON, were_running=True
+            )
+            await self.owed.settle_all()
 
-    async def _mark_paused(self, conversation_ids: list[str], reason: str) -> None:
+    async def _mark_paused(
+        self, conversation_ids: list[str], reason: str, *, were_running: bool = False
+    ) -> None:
         """Pause many runs in one io call: one each could overflow the io lane's
         queue, since the run queue may be far longer. Conversations deleted
         meanwhile are skipped."""
@@ -148,7 +191,9 @@ class Runs:
             return
         try:
             stored = await self.lanes.io.run_sync_patiently(
-                self.store.mark_paused, conversation_ids, reason
+                functools.partial(self.store.mark_paused, were_running=were_running),
+                conversation_ids,
+                reason,
             )
         except StoreUnavailable as exc:
             log.error("%d runs not marked paused (a restart will): %s", len(conversation_ids), exc)

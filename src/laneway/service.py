@@ -7,6 +7,7 @@ writes happen in its run-lane thread.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import uuid
 from collections.abc import AsyncIterator, Sequence
@@ -15,6 +16,7 @@ from types import TracebackType
 from typing import Self
 
 import anyio
+import anyio.lowlevel
 import msgspec
 
 from laneway.agents import Agent, AgentConfigError, make_agent
@@ -74,6 +76,7 @@ class ConversationService:
     # -- lifecycle -------------------------------------------------------------
 
     async def __aenter__(self) -> Self:
+        self._token = anyio.lowlevel.current_token()
         recovered = await self.lanes.io.run_sync(self.store.recover_interrupted, RESTART_REASON)
         for cid in recovered:
             log.info("run %s paused: %s", cid, RESTART_REASON)
@@ -90,14 +93,24 @@ class ConversationService:
         return await self.runs.__aexit__(exc_type, exc, tb)
 
     def drain(self) -> None:
-        """Begin shutting down: admit no new runs and end every event stream.
+        """Begin shutting down: admit no new runs, ask every run to pause (see
+        :meth:`Runs.begin_shutdown`) and end every event stream.
 
         The server calls this as soon as it is asked to stop, because it waits for
         open connections to close before the app's own shutdown runs, and a
         stream would otherwise keep its connection open until forced closed.
         """
-        self.runs.stop_admitting()
+        self.runs.begin_shutdown()
         self.broker.close_all()
+
+    def drain_soon(self) -> None:
+        """:meth:`drain` from a signal handler or another thread: on the loop's
+        next turn, in a context where anyio knows the running backend (a plain
+        loop callback does not)."""
+        token = self._token
+        # RuntimeError: the loop has ended, and there is nothing left to drain.
+        with contextlib.suppress(RuntimeError):
+            token.backend_class.run_sync_soon(self.drain, (), token.native_token)
 
     # -- conversations ---------------------------------------------------------
 

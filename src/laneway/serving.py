@@ -7,8 +7,6 @@ shutdown before the process exits.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import gc
 import importlib
 import logging
@@ -21,15 +19,16 @@ from typing import Any, cast
 from laneway.api.limits import server_head_limit
 from laneway.app import create_app
 from laneway.config import Settings
+from laneway.service import ConversationService
 
 # uvicorn's exit status when the lifespan startup fails.
 STARTUP_FAILED = 3
 
 
-def _drain(app: Any) -> None:
-    service = getattr(app.state, "service", None)
-    if service is not None:
-        service.drain()
+def _service(app: Any) -> ConversationService | None:
+    """The app's service while its lifespan runs."""
+    service: ConversationService | None = getattr(app.state, "service", None)
+    return service
 
 
 def serve(settings: Settings) -> int:
@@ -99,10 +98,11 @@ def _uvicorn_server_class() -> Any:
             # clean shutdown it exits 0, as it does under hypercorn.
             super().handle_exit(sig, frame)
             self._captured_signals.clear()
-            # A signal handler may interrupt the loop anywhere; drain from the
-            # loop itself, on its next turn.
-            with contextlib.suppress(RuntimeError):  # no loop: nothing to drain
-                asyncio.get_running_loop().call_soon_threadsafe(_drain, self.config.app)
+            # A signal handler may interrupt the loop anywhere: the service
+            # drains from the loop itself, on its next turn.
+            service = _service(self.config.app)
+            if service is not None:
+                service.drain_soon()
 
     return UvicornServer
 
@@ -130,7 +130,9 @@ async def _serve_hypercorn(app: Any, settings: Settings) -> int:
     async def watch_signals() -> None:
         with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
             async for _ in signals:
-                _drain(app)
+                service = _service(app)
+                if service is not None:
+                    service.drain()
                 stop.set()
                 return
 

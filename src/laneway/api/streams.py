@@ -70,7 +70,14 @@ class EventStreamResponse(Response):
         self.init_headers(headers)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
+        headers = self.raw_headers
+        if scope.get("http_version") == "1.1":
+            # A stream ends only when its conversation is deleted or the server
+            # stops, and a client follows again on a new connection. Kept open
+            # instead, the connection kept hypercorn from exiting until its
+            # graceful timeout. (HTTP/2 has no such header.)
+            headers = [*headers, (b"connection", b"close")]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
         await send({"type": "http.response.body", "body": OPENING, "more_body": True})
         follow = self.service.follow(self.conversation_id, self.after_seq)
         async with follow as follower, anyio.create_task_group() as tg:

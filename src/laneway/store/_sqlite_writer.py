@@ -43,7 +43,7 @@ import msgspec
 from laneway.models import ConversationUpdate, Event, EventKind, EventSource, NewEvent, utc_now
 from laneway.store.base import NotFound, StoreUnavailable
 
-_INSERT_EVENT = (
+INSERT_EVENT = (
     "INSERT INTO events (conversation_id, seq, id, timestamp, kind, source, data, text_cf)"
     " VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
 )
@@ -123,6 +123,14 @@ class Append:
     def changes_conversation(self) -> bool:
         return bool(self.prepared) or self.update is not None
 
+    def rows(self) -> list[tuple[Any, ...]]:
+        """Its events as rows of the events table, once its seqs and time are set."""
+        cid, now = self.conversation_id, self.now
+        return [
+            (cid, seq, eid, now, kind, source, data, text_cf)
+            for seq, (eid, kind, source, data, text_cf) in enumerate(self.prepared, self.first_seq)
+        ]
+
     def stored(self) -> list[Event]:
         # Decoding the stored JSON (not reusing the caller's dict) gives the caller
         # exactly what a later read returns, and no object it might mutate. Done
@@ -134,21 +142,12 @@ class Append:
         ]
 
 
-def insert_events(
-    conn: sqlite3.Connection,
-    conversation_id: str,
-    first_seq: int,
-    now: str,
-    prepared: list[Prepared],
-) -> None:
-    rows = [
-        (conversation_id, seq, eid, now, kind, source, data, text_cf)
-        for seq, (eid, kind, source, data, text_cf) in enumerate(prepared, first_seq)
-    ]
+def insert_events(conn: sqlite3.Connection, request: Append) -> None:
+    rows = request.rows()
     if len(rows) == 1:
-        conn.execute(_INSERT_EVENT, rows[0])
+        conn.execute(INSERT_EVENT, rows[0])
     elif rows:
-        conn.executemany(_INSERT_EVENT, rows)
+        conn.executemany(INSERT_EVENT, rows)
 
 
 @functools.cache
@@ -288,7 +287,7 @@ class Writer:
         if row is None:
             raise NotFound(f"no conversation {cid!r}")
         request.first_seq = row[0] - count + 1
-        insert_events(conn, cid, request.first_seq, now, request.prepared)
+        insert_events(conn, request)
         if request.answered:
             conn.executemany(_DELETE_TOOL_START, [(cid, c) for c in request.answered])
 

@@ -97,15 +97,19 @@ class EventStore(Protocol):
 
     def recover_interrupted(self, reason: str) -> list[str]:
         """Mark every queued or running conversation paused, with a status event
-        carrying ``reason``, and answer its tool calls left without a result
-        ("not run: <reason>", or "lost: <reason>" for one that had begun);
-        return their ids. Called once at startup."""
+        carrying ``reason``, and answer a running one's tool calls left without
+        a result ("not run: <reason>", or "lost: <reason>" for one that had
+        begun); return their ids. Called once at startup."""
         ...
 
-    def mark_paused(self, conversation_ids: Sequence[str], reason: str) -> dict[str, list[Event]]:
-        """As :meth:`recover_interrupted`, for these conversations, in one
-        transaction; return the events stored, by id. Ids of conversations
-        that no longer exist are left out."""
+    def mark_paused(
+        self, conversation_ids: Sequence[str], reason: str, *, were_running: bool = False
+    ) -> dict[str, list[Event]]:
+        """Mark these conversations paused, each with a status event carrying
+        ``reason``, in one transaction; return the events stored, by id. Ids of
+        conversations that no longer exist are left out. ``were_running``: their
+        runs were cut off mid-step, and their open tool calls are answered as
+        :meth:`recover_interrupted` answers them."""
         ...
 
     def note_tool_started(self, conversation_id: str, call_id: str) -> None:

@@ -201,7 +201,7 @@ class SQLiteEventStore:
             conn.execute(_INSERT_CONVERSATION, row)
             request.now = self._writer.now()
             request.first_seq = 1
-            insert_events(conn, record.id, 1, request.now, request.prepared)
+            insert_events(conn, request)
         self._records.put(msgspec.structs.replace(record, last_seq=len(request.prepared)))
         return request.stored()
 
@@ -266,17 +266,25 @@ class SQLiteEventStore:
     def recover_interrupted(self, reason: str) -> list[str]:
         active = sorted(ACTIVE_STATUSES)
         marks = ", ".join("?" * len(active))
-        sql = f"SELECT id FROM conversations WHERE status IN ({marks}) ORDER BY pk"
+        sql = f"SELECT id, status FROM conversations WHERE status IN ({marks}) ORDER BY pk"
         with self._writer.transaction() as conn:
-            ids: list[str] = [row[0] for row in conn.execute(sql, active).fetchall()]
-            requests = pause_locked(self._writer, conn, ids, reason)
+            found = conn.execute(sql, active).fetchall()
+            # A queued one's last run ended, and answered its calls.
+            running = [cid for cid, status in found if status == "running"]
+            queued = [cid for cid, status in found if status != "running"]
+            requests = pause_locked(self._writer, conn, running, reason, were_running=True)
+            requests += pause_locked(self._writer, conn, queued, reason, were_running=False)
         for request in requests:
             self._committed(request)
-        return ids
+        return [cid for cid, _ in found]
 
-    def mark_paused(self, conversation_ids: Sequence[str], reason: str) -> dict[str, list[Event]]:
+    def mark_paused(
+        self, conversation_ids: Sequence[str], reason: str, *, were_running: bool = False
+    ) -> dict[str, list[Event]]:
         with self._writer.transaction() as conn:
-            requests = pause_locked(self._writer, conn, conversation_ids, reason)
+            requests = pause_locked(
+                self._writer, conn, conversation_ids, reason, were_running=were_running
+            )
         stored = {}
         for request in requests:
             self._committed(request)

@@ -1,0 +1,150 @@
+"""Shutdown: runs are asked to pause the moment it begins, and it is over by
+the end of the grace period, whatever holds the io lane or the connections."""
+
+from __future__ import annotations
+
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+import anyio
+import httpx
+import pytest
+
+from laneway.models import AgentSpec
+from laneway.store import SQLiteEventStore
+from tests.lanes_held import lane_held
+from tests.serverproc import running_server
+from tests.test_e2e import C, wait_status
+from tests.test_service import GUARD_S, gate_spec, open_service, wait_idle_lane
+from tests.test_service import wait_status as wait_service_status
+
+pytestmark = pytest.mark.anyio
+
+
+async def test_drain_asks_runs_to_pause_at_once(tmp_path: Path) -> None:
+    async with open_service(str(tmp_path / "x.db"), run_size=1, shutdown_grace_s=60) as service:
+        spec = AgentSpec("sim", {"steps": 100_000, "think_ms": 5})
+        running = await service.create(agent=spec, initial_message="go", max_steps=100_000)
+        queued = await service.create(agent=spec, initial_message="wait")
+        await wait_service_status(service, running.id, "running")
+        await wait_service_status(service, queued.id, "queued")
+        # What the server does on a signal, before it waits for connections.
+        service.drain()
+        # Long before the grace period ends, the run has paused and the queue is empty.
+        await wait_service_status(service, running.id, "paused")
+        await wait_service_status(service, queued.id, "paused")
+        await wait_idle_lane(service)
+
+
+async def test_pausing_the_queue_fits_in_the_grace_even_with_the_io_lane_full(
+    tmp_path: Path,
+) -> None:
+    db = str(tmp_path / "x.db")
+    spec, gate = gate_spec()
+    try:
+        async with open_service(
+            db, run_size=1, io_size=1, io_max_waiting=0, shutdown_grace_s=0.3
+        ) as service:
+            a = await service.create(agent=spec, initial_message="a")
+            await wait_service_status(service, a.id, "running")
+            b = await service.create(initial_message="b")
+            await wait_service_status(service, b.id, "queued")
+            async with lane_held(service.lanes.io):
+                # The queued run's pause cannot get an io token: shutdown must
+                # still end with its grace period, not wait for the lane.
+                with anyio.fail_after(GUARD_S):
+                    await service.runs.shut_down()
+    finally:
+        gate.set()
+    store = SQLiteEventStore(db)
+    try:
+        # What could not be written is left to the restart, which pauses it.
+        assert store.recover_interrupted("interrupted by restart") == [a.id, b.id]
+    finally:
+        store.close()
+
+
+def sim_body(**config: Any) -> dict[str, Any]:
+    return {
+        "agent": {"kind": "sim", "config": config},
+        "initial_message": "go",
+        "max_steps": 100_000,
+    }
+
+
+async def follow_until_closed(client: httpx.AsyncClient, cid: str, lines: list[str]) -> None:
+    try:
+        async with client.stream("GET", f"{C}/{cid}/events/stream") as response:
+            async for line in response.aiter_lines():
+                lines.append(line)
+    except httpx.TransportError:
+        pass
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+async def test_a_signal_with_a_follower_connected_pauses_runs_at_once(
+    anyio_backend: str, tmp_path: Path, sig: signal.Signals
+) -> None:
+    db = str(tmp_path / "x.db")
+    grace = 30.0
+    args = ["--db", db, "--shutdown-grace-s", str(grace), "--run-lane-size", "1"]
+    with running_server(anyio_backend, args) as server:
+        async with httpx.AsyncClient(base_url=server.base_url, timeout=GUARD_S) as client:
+            conv = (await client.post(C, json=sim_body(steps=100_000, think_ms=20))).json()
+            waiting = (await client.post(C, json=sim_body(steps=2))).json()
+            await wait_status(client, conv["id"], "running")
+            lines: list[str] = []
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(follow_until_closed, client, conv["id"], lines)
+                with anyio.fail_after(GUARD_S):
+                    while not lines:
+                        await anyio.sleep(0.01)
+                before = (await client.get(f"{C}/{conv['id']}")).json()["steps_done"]
+                started = time.monotonic()
+                server.proc.send_signal(sig)
+                # Long before the grace period of 30 s: the run paused at its next step.
+                await anyio.to_thread.run_sync(server.proc.wait, GUARD_S)
+                took = time.monotonic() - started
+    assert server.proc.returncode == 0
+    assert took < grace / 2
+    with running_server(anyio_backend, ["--db", db]) as server:
+        async with httpx.AsyncClient(base_url=server.base_url, timeout=GUARD_S) as client:
+            after = (await client.get(f"{C}/{conv['id']}")).json()
+            queued = (await client.get(f"{C}/{waiting['id']}")).json()
+    assert after["status"] == "paused"
+    # A step or two more, not the hundreds the grace period would have allowed.
+    assert after["steps_done"] - before <= 5
+    # The queued run never started.
+    assert (queued["status"], queued["steps_done"]) == ("paused", 0)
+
+
+async def test_a_step_longer_than_the_grace_is_left_at_its_end_with_a_follower(
+    anyio_backend: str, tmp_path: Path
+) -> None:
+    db = str(tmp_path / "x.db")
+    grace = 3.0
+    with running_server(anyio_backend, ["--db", db, "--shutdown-grace-s", str(grace)]) as server:
+        async with httpx.AsyncClient(base_url=server.base_url, timeout=GUARD_S) as client:
+            body = sim_body(steps=10, think_ms=120_000)
+            conv = (await client.post(C, json=body)).json()
+            await wait_status(client, conv["id"], "running")
+            lines: list[str] = []
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(follow_until_closed, client, conv["id"], lines)
+                with anyio.fail_after(GUARD_S):
+                    while not lines:
+                        await anyio.sleep(0.01)
+                started = time.monotonic()
+                server.proc.send_signal(signal.SIGTERM)
+                await anyio.to_thread.run_sync(server.proc.wait, GUARD_S)
+                took = time.monotonic() - started
+    assert server.proc.returncode == 0
+    # The grace period once, not twice (hypercorn first waited it out for the
+    # follower's connection, then the app waited it again for the run).
+    assert grace <= took < 2 * grace
+    with running_server(anyio_backend, ["--db", db]) as server:
+        async with httpx.AsyncClient(base_url=server.base_url, timeout=GUARD_S) as client:
+            after = (await client.get(f"{C}/{conv['id']}")).json()
+    assert after["status"] == "paused"
