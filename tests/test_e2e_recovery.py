@@ -28,10 +28,10 @@ async def tool_events(client: httpx.AsyncClient, cid: str) -> list[dict[str, Any
     return sorted(found, key=lambda e: e["seq"])
 
 
-def tools_begun(db: str) -> int:
-    # The store's own record of begun calls, read beside the running server.
+def tools_waiting(db: str) -> int:
+    # The store's own notes of calls waiting for a token, read beside the server.
     with sqlite3.connect(db) as conn:
-        (count,) = conn.execute("SELECT count(*) FROM tool_starts").fetchone()
+        (count,) = conn.execute("SELECT count(*) FROM tool_waits").fetchone()
     return int(count)
 
 
@@ -56,7 +56,9 @@ async def test_runs_cut_off_by_a_kill_answer_their_calls_and_keep_ids_unique(
             body = sim(steps=3, tools_per_step=2, tool_ms=60_000)
             blocked = (await client.post(C, json=body)).json()
             with anyio.fail_after(GUARD_S):
-                while await anyio.to_thread.run_sync(tools_begun, db) < 1:
+                while await anyio.to_thread.run_sync(tools_waiting, db) < 1:
+                    await anyio.sleep(0.02)
+                while (await client.get("/api/lanes")).json()["lanes"]["tool"]["running"] < 1:
                     await anyio.sleep(0.02)
         server.proc.send_signal(signal.SIGKILL)
         server.proc.wait(GUARD_S)

@@ -15,7 +15,7 @@ import pytest
 from laneway.models import AgentSpec
 from laneway.store import SQLiteEventStore
 from tests.lanes_held import lane_held
-from tests.serverproc import running_server
+from tests.serverproc import ServerProcess, running_server
 from tests.test_e2e import C, wait_status
 from tests.test_service import GUARD_S, gate_spec, open_service, wait_idle_lane
 from tests.test_service import wait_status as wait_service_status
@@ -74,13 +74,30 @@ def sim_body(**config: Any) -> dict[str, Any]:
     }
 
 
-async def follow_until_closed(client: httpx.AsyncClient, cid: str, lines: list[str]) -> None:
-    try:
-        async with client.stream("GET", f"{C}/{cid}/events/stream") as response:
-            async for line in response.aiter_lines():
-                lines.append(line)
-    except httpx.TransportError:
-        pass
+async def signal_while_followed(
+    client: httpx.AsyncClient, server: ServerProcess, cid: str, sig: signal.Signals
+) -> float:
+    """Send ``sig`` while an httpx SSE client follows ``cid`` on a keep-alive
+    connection; return the seconds until the process has exited."""
+    lines: list[str] = []
+
+    async def follow() -> None:
+        try:
+            async with client.stream("GET", f"{C}/{cid}/events/stream") as response:
+                async for line in response.aiter_lines():
+                    lines.append(line)
+        except httpx.TransportError:
+            pass
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(follow)
+        with anyio.fail_after(GUARD_S):
+            while not lines:
+                await anyio.sleep(0.01)
+        started = time.monotonic()
+        server.proc.send_signal(sig)
+        await anyio.to_thread.run_sync(server.proc.wait, GUARD_S)
+    return time.monotonic() - started
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
@@ -95,19 +112,10 @@ async def test_a_signal_with_a_follower_connected_pauses_runs_at_once(
             conv = (await client.post(C, json=sim_body(steps=100_000, think_ms=20))).json()
             waiting = (await client.post(C, json=sim_body(steps=2))).json()
             await wait_status(client, conv["id"], "running")
-            lines: list[str] = []
-            async with anyio.create_task_group() as tg:
-                tg.start_soon(follow_until_closed, client, conv["id"], lines)
-                with anyio.fail_after(GUARD_S):
-                    while not lines:
-                        await anyio.sleep(0.01)
-                before = (await client.get(f"{C}/{conv['id']}")).json()["steps_done"]
-                started = time.monotonic()
-                server.proc.send_signal(sig)
-                # Long before the grace period of 30 s: the run paused at its next step.
-                await anyio.to_thread.run_sync(server.proc.wait, GUARD_S)
-                took = time.monotonic() - started
+            before = (await client.get(f"{C}/{conv['id']}")).json()["steps_done"]
+            took = await signal_while_followed(client, server, conv["id"], sig)
     assert server.proc.returncode == 0
+    # Long before the grace period of 30 s: the run paused at its next step.
     assert took < grace / 2
     with running_server(anyio_backend, ["--db", db]) as server:
         async with httpx.AsyncClient(base_url=server.base_url, timeout=GUARD_S) as client:
@@ -130,16 +138,7 @@ async def test_a_step_longer_than_the_grace_is_left_at_its_end_with_a_follower(
             body = sim_body(steps=10, think_ms=120_000)
             conv = (await client.post(C, json=body)).json()
             await wait_status(client, conv["id"], "running")
-            lines: list[str] = []
-            async with anyio.create_task_group() as tg:
-                tg.start_soon(follow_until_closed, client, conv["id"], lines)
-                with anyio.fail_after(GUARD_S):
-                    while not lines:
-                        await anyio.sleep(0.01)
-                started = time.monotonic()
-                server.proc.send_signal(signal.SIGTERM)
-                await anyio.to_thread.run_sync(server.proc.wait, GUARD_S)
-                took = time.monotonic() - started
+            took = await signal_while_followed(client, server, conv["id"], signal.SIGTERM)
     assert server.proc.returncode == 0
     # The grace period once, not twice (hypercorn first waited it out for the
     # follower's connection, then the app waited it again for the run).

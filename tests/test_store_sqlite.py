@@ -581,7 +581,7 @@ def test_a_reopened_store_never_stamps_earlier_than_what_it_holds(
         store.close()
 
 
-@pytest.mark.parametrize("version", [1, 2])
+@pytest.mark.parametrize("version", [1, 2, 4])
 def test_older_schemas_migrate_to_one_kind_source_index_and_keep_the_data(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, version: int
 ) -> None:
@@ -658,9 +658,9 @@ def tool(kind: str, call_id: str) -> NewEvent:
     return msgspec.convert({"kind": kind, "source": "tool", "data": data}, NewEvent)
 
 
-def tool_starts(store: SQLiteEventStore) -> int:
+def tool_waits(store: SQLiteEventStore) -> int:
     with store._read() as conn:
-        return int(conn.execute("SELECT count(*) FROM tool_starts").fetchone()[0])
+        return int(conn.execute("SELECT count(*) FROM tool_waits").fetchone()[0])
 
 
 @pytest.mark.parametrize("how", ["restart", "shutdown"])
@@ -668,11 +668,12 @@ def test_open_tool_calls_are_answered_when_runs_are_paused(
     store: SQLiteEventStore, how: str
 ) -> None:
     cid = create(store, "running")
-    store.append(cid, [tool("tool_call", c) for c in ("c1", "c2", "c3")])
-    store.note_tool_started(cid, "c1")
-    store.note_tool_started(cid, "c2")
+    store.append(cid, [tool("tool_call", c) for c in ("c1", "c2", "c3", "c4")])
+    # c1 and c2 found tokens; c3 and c4 waited for one, and only c3 got it.
+    store.note_tools_waiting(cid, ["c3", "c4"])
+    store.note_tool_begun(cid, "c3")
     store.append(cid, [tool("tool_result", "c1")])
-    assert tool_starts(store) == 1  # c1's went with its result
+    assert tool_waits(store) == 1
     if how == "restart":
         assert store.recover_interrupted("interrupted by restart") == [cid]
         reason = "interrupted by restart"
@@ -680,21 +681,27 @@ def test_open_tool_calls_are_answered_when_runs_are_paused(
         store.mark_paused([cid], reason := "interrupted by shutdown", were_running=True)
     events = all_events(store, cid)
     answers = [(e.data["call_id"], e.data.get("error")) for e in events if e.kind == "tool_result"]
-    assert answers == [("c1", None), ("c2", f"lost: {reason}"), ("c3", f"not run: {reason}")]
+    assert answers == [
+        ("c1", None),
+        ("c2", f"lost: {reason}"),
+        ("c3", f"lost: {reason}"),
+        ("c4", f"not run: {reason}"),
+    ]
     assert events[-1].data == {"status": "paused", "reason": reason}
-    assert tool_starts(store) == 0
+    assert tool_waits(store) == 0
     # Nothing is answered twice.
     store.mark_paused([cid], "again", were_running=True)
-    assert len([e for e in all_events(store, cid) if e.kind == "tool_result"]) == 3
+    assert len([e for e in all_events(store, cid) if e.kind == "tool_result"]) == 4
 
 
-def test_a_tool_start_for_a_deleted_conversation_is_not_found(store: SQLiteEventStore) -> None:
+def test_a_tool_note_for_a_deleted_conversation_is_not_found(store: SQLiteEventStore) -> None:
     cid = create(store)
     store.delete_conversation(cid)
     with pytest.raises(NotFound):
-        store.note_tool_started(cid, "c1")
+        store.note_tools_waiting(cid, ["c1"])
     other = create(store, events=[msg("a")])
-    store.note_tool_started(other, "c1")
+    store.note_tools_waiting(other, ["c1"])
+    store.note_tool_begun(other, "c1")
     # Noting a start changes nothing a client sees.
     got = store.get_conversation(other)
     assert got is not None

@@ -158,6 +158,11 @@ class Lane:
     def waiting(self) -> int:
         return len(self._waiters)
 
+    def free_tokens(self) -> int:
+        """Tokens a caller would get now without waiting. Safe to read from a
+        worker thread, as an estimate: others may take them meanwhile."""
+        return max(0, int(self._limiter.available_tokens) - len(self._waiters))
+
     def resize(self, size: int) -> None:
         """Change the number of tokens at once.
 

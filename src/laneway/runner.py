@@ -32,7 +32,7 @@ from laneway.models import (
     NewEvent,
     Status,
 )
-from laneway.store.base import EventStore, NotFound
+from laneway.store.base import EventStore, NotFound, StoreUnavailable
 
 Outcome = Literal["finished", "paused", "error", "stuck"]
 # How a run asks to end: "done" (the agent finished; it goes on if messages are
@@ -200,6 +200,7 @@ class Runner:
         state: AgentState | None,
         store: EventStore,
         tool_lane: Lane,
+        io_lane: Lane,
         broker: EventBroker,
     ) -> None:
         self.handle = handle
@@ -207,6 +208,7 @@ class Runner:
         self.state = state
         self.store = store
         self.tool_lane = tool_lane
+        self.io_lane = io_lane
         self.broker = broker
         self.cid = record.id
         # The seq of the last user message a step has been given.
@@ -333,7 +335,8 @@ class Runner:
 
         async def one(index: int, call: ToolCall) -> None:
             try:
-                output = await self.tool_lane.run_sync(self._call_tool, agent, call)
+                noted = await self._note_if_waiting(call)
+                output = await self.tool_lane.run_sync(self._call_tool, agent, call, noted)
             except LaneFull as exc:
                 results[index] = ToolResult(call.id, call.name, error=str(exc))
             except Exception as exc:
@@ -347,10 +350,24 @@ class Runner:
                 tg.start_soon(one, index, call)
         return [r for r in results if r is not None]
 
-    def _call_tool(self, agent: Agent, call: ToolCall) -> Any:
-        """On the tool lane: note that the call begins, then make it. After a crash
-        a call with no result is told "lost" if it had begun, else "not run"."""
-        self.store.note_tool_started(self.cid, call.id)
+    async def _note_if_waiting(self, call: ToolCall) -> bool:
+        """A call that will wait for a tool token is noted first, so that a crash
+        meanwhile tells it "not run" rather than "lost". One that finds a token
+        takes it with no await between the look and the take, and costs nothing;
+        one that cannot be noted (a full io lane, a failing store) is only ever
+        called "lost", the word that claims less."""
+        if self.tool_lane.free_tokens():
+            return False
+        try:
+            await self.io_lane.run_sync(self.store.note_tools_waiting, self.cid, [call.id])
+        except (LaneFull, NotFound, StoreUnavailable):
+            return False
+        return True
+
+    def _call_tool(self, agent: Agent, call: ToolCall, noted: bool) -> Any:
+        """On the tool lane: a call noted as waiting is noted as begun, then made."""
+        if noted:
+            self.store.note_tool_begun(self.cid, call.id)
         return agent.call_tool(call)
 
     def _append(

@@ -343,6 +343,7 @@ class Runs:
             state=self.agents.get(cid),
             store=self.store,
             tool_lane=self.lanes.tool,
+            io_lane=self.lanes.io,
             broker=self.broker,
         )
 

@@ -4,8 +4,10 @@ A run cut off mid-step may leave tool calls with no result: killed while they
 ran, or before they could start. Every such call gets a result saying so, in
 the same transaction as the pause, so that every ``tool_call`` in the log has
 exactly one ``tool_result``: OpenAI-compatible providers refuse a history in
-which a call has no answer. A call that had begun (see ``tool_starts``) is
-"lost", since it may have done its work; one that had not is "not run".
+which a call has no answer. A call still noted as waiting for a tool token
+(``tool_waits``) had not begun, and is "not run"; any other may have done its
+work, and is "lost". (A call stored a moment before it is handed to the tool
+lane is "lost" too: the word that claims less.)
 """
 
 from __future__ import annotations
@@ -25,7 +27,8 @@ _TOOL_EVENTS = (
     "SELECT kind, data FROM events WHERE conversation_id = ?"
     " AND kind IN ('tool_call', 'tool_result') ORDER BY seq"
 )
-_STARTED = "SELECT call_id FROM tool_starts WHERE conversation_id = ?"
+_WAITING = "SELECT call_id FROM tool_waits WHERE conversation_id = ?"
+_FORGET_WAITING = "DELETE FROM tool_waits WHERE conversation_id = ?"
 _PAUSE_ALL = (
     "UPDATE conversations SET last_seq = last_seq + 1, updated_at = ?, status = 'paused'"
     " WHERE id IN (SELECT value FROM json_each(?)) RETURNING id, last_seq"
@@ -54,12 +57,14 @@ def unanswered_tool_calls(conn: sqlite3.Connection, conversation_id: str) -> lis
 
 
 def tool_results_for(conn: sqlite3.Connection, conversation_id: str, reason: str) -> list[NewEvent]:
-    """A result for each unanswered call: "lost: <reason>" if it had begun."""
-    started = {row[0] for row in conn.execute(_STARTED, (conversation_id,))}
+    """A result for each unanswered call: "not run: <reason>" if it was still
+    waiting for a tool token, else "lost: <reason>"; its notes go."""
+    waiting = {row[0] for row in conn.execute(_WAITING, (conversation_id,))}
+    conn.execute(_FORGET_WAITING, (conversation_id,))
     results = []
     for call in unanswered_tool_calls(conn, conversation_id):
         call_id = str(call.get("call_id"))
-        fate = "lost" if call_id in started else "not run"
+        fate = "not run" if call_id in waiting else "lost"
         data = {"call_id": call_id, "name": call.get("name"), "error": f"{fate}: {reason}"}
         results.append(NewEvent("tool_result", "tool", data))
     return results

@@ -66,9 +66,7 @@ MIGRATIONS: list[tuple[str, ...]] = [
         "DROP INDEX events_source",
     ),
     (
-        # Tool calls begun and not yet answered, so that after a crash a call
-        # left without a result can be told "lost" (it may have run) from "not
-        # run". A row goes when the call's result is appended.
+        # Tool calls begun and not yet answered (replaced by tool_waits below).
         """
         CREATE TABLE tool_starts (
             conversation_id TEXT NOT NULL
@@ -85,6 +83,22 @@ MIGRATIONS: list[tuple[str, ...]] = [
             written_at TEXT NOT NULL
         )
         """,
+    ),
+    (
+        # Tool calls that had to wait for a tool token, until they begin: after a
+        # crash, a call left without a result is "not run" if it is still here,
+        # and "lost" (it may have run) if not. Calls that find a token free at
+        # once, the usual case, cost no write, where tool_starts cost one per
+        # call. Its rows were begun calls, which are "lost" here too.
+        """
+        CREATE TABLE tool_waits (
+            conversation_id TEXT NOT NULL
+                REFERENCES conversations (id) ON DELETE CASCADE,
+            call_id TEXT NOT NULL,
+            PRIMARY KEY (conversation_id, call_id)
+        ) WITHOUT ROWID
+        """,
+        "DROP TABLE tool_starts",
     ),
 ]
 

@@ -47,8 +47,8 @@ INSERT_EVENT = (
     "INSERT INTO events (conversation_id, seq, id, timestamp, kind, source, data, text_cf)"
     " VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
 )
-_INSERT_TOOL_START = "INSERT OR IGNORE INTO tool_starts (conversation_id, call_id) VALUES (?, ?)"
-_DELETE_TOOL_START = "DELETE FROM tool_starts WHERE conversation_id = ? AND call_id = ?"
+_INSERT_TOOL_WAIT = "INSERT OR IGNORE INTO tool_waits (conversation_id, call_id) VALUES (?, ?)"
+_DELETE_TOOL_WAIT = "DELETE FROM tool_waits WHERE conversation_id = ? AND call_id = ?"
 _PROBE = (
     "INSERT INTO write_probe (id, written_at) VALUES (1, ?)"
     " ON CONFLICT (id) DO UPDATE SET written_at = excluded.written_at"
@@ -89,15 +89,15 @@ class Append:
     """One queued append; the thread that commits it fills in the outcome."""
 
     __slots__ = (
-        "answered",
+        "begun",
         "conversation_id",
         "done",
         "error",
         "first_seq",
         "now",
         "prepared",
-        "started",
         "update",
+        "waiting",
     )
 
     def __init__(
@@ -105,15 +105,17 @@ class Append:
         conversation_id: str,
         events: Sequence[NewEvent],
         update: ConversationUpdate | None,
-        started: Sequence[str] = (),
+        *,
+        waiting: Sequence[str] = (),
+        begun: Sequence[str] = (),
     ) -> None:
         self.conversation_id = conversation_id
         self.prepared = prepare(events)
         self.update = update
-        # Tool calls begun, and tool calls this append answers: the store keeps
-        # the first until the second, to tell after a crash which calls had begun.
-        self.started = started
-        self.answered = [str(e.data.get("call_id")) for e in events if e.kind == "tool_result"]
+        # Tool calls noted as waiting for a tool token, and noted ones that have
+        # begun since: after a crash, a call still noted had never begun.
+        self.waiting = waiting
+        self.begun = begun
         self.done = False
         self.error: BaseException | None = None
         self.first_seq = 0
@@ -273,11 +275,12 @@ class Writer:
         now = self.now()
         request.now = now
         if not request.changes_conversation:
-            # Only tool calls begun: nothing of the conversation itself changes.
+            # Only notes of tool calls: nothing of the conversation itself changes.
             try:
-                conn.executemany(_INSERT_TOOL_START, [(cid, c) for c in request.started])
+                conn.executemany(_INSERT_TOOL_WAIT, [(cid, c) for c in request.waiting])
             except sqlite3.IntegrityError:
                 raise NotFound(f"no conversation {cid!r}") from None
+            conn.executemany(_DELETE_TOOL_WAIT, [(cid, c) for c in request.begun])
             request.first_seq = 1
             return
         changes = request.update.changes() if request.update is not None else {}
@@ -288,8 +291,6 @@ class Writer:
             raise NotFound(f"no conversation {cid!r}")
         request.first_seq = row[0] - count + 1
         insert_events(conn, request)
-        if request.answered:
-            conn.executemany(_DELETE_TOOL_START, [(cid, c) for c in request.answered])
 
     def now(self) -> str:
         """The time to stamp a commit with; call under the write lock. Never earlier

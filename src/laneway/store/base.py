@@ -98,8 +98,8 @@ class EventStore(Protocol):
     def recover_interrupted(self, reason: str) -> list[str]:
         """Mark every queued or running conversation paused, with a status event
         carrying ``reason``, and answer a running one's tool calls left without
-        a result ("not run: <reason>", or "lost: <reason>" for one that had
-        begun); return their ids. Called once at startup."""
+        a result ("not run: <reason>" for one noted as waiting, else "lost:
+        <reason>"); return their ids. Called once at startup."""
         ...
 
     def mark_paused(
@@ -112,10 +112,14 @@ class EventStore(Protocol):
         :meth:`recover_interrupted` answers them."""
         ...
 
-    def note_tool_started(self, conversation_id: str, call_id: str) -> None:
-        """Record that a tool call has begun, until its result is appended: after
-        a crash, :meth:`recover_interrupted` tells such a call "lost" rather
-        than "not run". Raises :class:`NotFound` for a deleted conversation."""
+    def note_tools_waiting(self, conversation_id: str, call_ids: Sequence[str]) -> None:
+        """Note tool calls that will wait for a tool token: after a crash,
+        :meth:`recover_interrupted` tells a call still noted "not run" rather
+        than "lost". Raises :class:`NotFound` for a deleted conversation."""
+        ...
+
+    def note_tool_begun(self, conversation_id: str, call_id: str) -> None:
+        """A call noted as waiting has begun."""
         ...
 
     def write_problem(self) -> str | None:

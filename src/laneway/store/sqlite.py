@@ -256,7 +256,7 @@ class SQLiteEventStore:
         return {status: found.get(status, 0) for status in STATUSES}
 
     def delete_conversation(self, conversation_id: str) -> bool:
-        # The foreign keys' ON DELETE CASCADE removes the events and tool starts.
+        # The foreign keys' ON DELETE CASCADE removes the events and tool notes.
         with self._writer.transaction() as conn:
             cur = conn.execute("DELETE FROM conversations WHERE id = ?", (conversation_id,))
         # After the commit: a reader whose snapshot predates it cannot cache it back.
@@ -302,8 +302,11 @@ class SQLiteEventStore:
         # Ids and JSON are made before taking the lock, to keep it short.
         return self._writer.append(Append(conversation_id, events, update))
 
-    def note_tool_started(self, conversation_id: str, call_id: str) -> None:
-        self._writer.append(Append(conversation_id, (), None, started=(call_id,)))
+    def note_tools_waiting(self, conversation_id: str, call_ids: Sequence[str]) -> None:
+        self._writer.append(Append(conversation_id, (), None, waiting=call_ids))
+
+    def note_tool_begun(self, conversation_id: str, call_id: str) -> None:
+        self._writer.append(Append(conversation_id, (), None, begun=(call_id,)))
 
     def _committed(self, request: Append) -> None:
         last_seq = request.first_seq + len(request.prepared) - 1
