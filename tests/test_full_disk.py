@@ -16,8 +16,7 @@ import pytest
 
 from laneway.errors import StoreUnavailable
 from laneway.models import EventFilter
-from tests.smalldisk import SmallDisk, small_disk
-from tests.test_service import (
+from tests.services import (
     GUARD_S,
     all_events,
     gate_spec,
@@ -27,6 +26,7 @@ from tests.test_service import (
     wait_idle_lane,
     wait_status,
 )
+from tests.smalldisk import SmallDisk, small_disk
 
 pytestmark = pytest.mark.anyio
 

@@ -1,5 +1,6 @@
-"""Shutdown: runs are asked to pause the moment it begins, and it is over by
-the end of the grace period, whatever holds the io lane or the connections."""
+"""Shutdown: no run is admitted once it begins, runs are asked to pause the
+moment it begins, and it is over by the end of the grace period, whatever holds
+the io lane or the connections; every run left behind is paused in the store."""
 
 from __future__ import annotations
 
@@ -12,13 +13,15 @@ import anyio
 import httpx
 import pytest
 
-from laneway.models import AgentSpec
+from laneway.errors import ShuttingDown
+from laneway.models import AgentSpec, EventFilter
 from laneway.store import SQLiteEventStore
+from tests import agents
 from tests.lanes_held import lane_held
 from tests.serverproc import ServerProcess, running_server
+from tests.services import GUARD_S, gate_spec, open_service, wait_idle_lane
+from tests.services import wait_status as wait_service_status
 from tests.test_e2e import C, wait_status
-from tests.test_service import GUARD_S, gate_spec, open_service, wait_idle_lane
-from tests.test_service import wait_status as wait_service_status
 
 pytestmark = pytest.mark.anyio
 
@@ -62,6 +65,111 @@ async def test_pausing_the_queue_fits_in_the_grace_even_with_the_io_lane_full(
     try:
         # What could not be written is left to the restart, which pauses it.
         assert store.recover_interrupted("interrupted by restart") == [a.id, b.id]
+    finally:
+        store.close()
+
+
+async def test_no_run_is_admitted_once_shutdown_begins() -> None:
+    async with open_service() as service:
+        idle = await service.create()
+        service.runs.stop_admitting()
+        with pytest.raises(ShuttingDown):
+            await service.run(idle.id)
+        # Refused before anything is stored: the caller never learns the id of a
+        # conversation created for a run that was refused.
+        with pytest.raises(ShuttingDown):
+            await service.create(initial_message="refused")
+        assert await service.count_conversations() == 1
+        assert (await service.get(idle.id)).status == "idle"
+        # Without a run, creating still works.
+        assert (await service.create(title="later")).status == "idle"
+        # A message is kept even when its run is refused.
+        with pytest.raises(ShuttingDown):
+            await service.send_message(idle.id, "kept", run=True)
+        [kept], _ = await service.search_events(idle.id, EventFilter(kind="message"))
+        assert kept.data == {"text": "kept"}
+        assert (await service.get(idle.id)).status == "idle"
+
+
+async def test_close_pauses_runs_and_leaves_store_consistent(tmp_path: Path) -> None:
+    db = str(tmp_path / "laneway.db")
+    spec, gate = gate_spec()
+    try:
+        async with open_service(db, run_size=1, shutdown_grace_s=0.2) as service:
+            a = await service.create(agent=spec, initial_message="a")
+            await wait_service_status(service, a.id, "running")
+            b = await service.create(initial_message="b")
+            long_run = await service.create(
+                agent=AgentSpec("sim", {"steps": 10_000, "think_ms": 1})
+            )
+            del long_run
+    finally:
+        gate.set()
+    store = SQLiteEventStore(db)
+    try:
+        assert store.get_conversation(a.id).status == "paused"  # type: ignore[union-attr]
+        assert store.get_conversation(b.id).status == "paused"  # type: ignore[union-attr]
+        assert store.count_by_status()["running"] == 0
+        assert store.count_by_status()["queued"] == 0
+    finally:
+        store.close()
+
+
+async def test_close_pauses_a_run_queue_longer_than_the_io_queue(tmp_path: Path) -> None:
+    # One io call per queued run would overflow this io lane (1 running, 1
+    # waiting) and leave conversations "queued" in the store.
+    db = str(tmp_path / "laneway.db")
+    spec, gate = gate_spec()
+    try:
+        async with open_service(
+            db, run_size=1, io_size=1, io_max_waiting=1, shutdown_grace_s=0.2
+        ) as service:
+            a = await service.create(agent=spec, initial_message="a")
+            await wait_service_status(service, a.id, "running")
+            queued = [(await service.create(initial_message=f"q{i}")).id for i in range(6)]
+            assert service.lanes.run.waiting == 6
+    finally:
+        gate.set()
+    store = SQLiteEventStore(db)
+    try:
+        for cid in queued:
+            record = store.get_conversation(cid)
+            assert record is not None
+            assert record.status == "paused"
+            last = store.get_event(cid, record.last_seq)
+            assert last is not None
+            assert last.data == {"status": "paused", "reason": "paused while queued"}
+        assert store.count_by_status()["queued"] == 0
+    finally:
+        store.close()
+
+
+async def test_shutdown_leaves_behind_the_step_of_a_deleted_conversation(
+    tmp_path: Path,
+) -> None:
+    db = str(tmp_path / "laneway.db")
+    (spec, gate), (other_spec, other_gate) = gate_spec(), gate_spec()
+    try:
+        async with open_service(db, shutdown_grace_s=0.05) as service:
+            gone = await service.create(agent=spec, initial_message="a")
+            kept = await service.create(agent=other_spec, initial_message="b")
+            for conv in (gone, kept):
+                await wait_service_status(service, conv.id, "running")
+            await anyio.to_thread.run_sync(
+                agents.gate(spec.config["gate"] + ":entered").wait, GUARD_S
+            )
+            await service.delete(gone.id)
+            assert gone.id in service.runs.handles  # its step has not returned
+        # Closed cleanly: the deleted conversation needed no "paused", the other got one.
+    finally:
+        gate.set()
+        other_gate.set()
+    store = SQLiteEventStore(db)
+    try:
+        assert store.get_conversation(gone.id) is None
+        record = store.get_conversation(kept.id)
+        assert record is not None
+        assert record.status == "paused"
     finally:
         store.close()
 
