@@ -11,6 +11,7 @@ import pytest
 
 from laneway.errors import RunNotAdmitted
 from laneway.lanes import LaneFull
+from laneway.lifecycle import Phase
 from laneway.models import ConversationUpdate, Event, EventFilter
 from tests import agents
 from tests.services import (
@@ -143,7 +144,7 @@ async def test_message_handed_to_a_run_that_is_then_refused_is_refused_too(
                 # The second finds that run accepting messages, and waits to see it queued.
                 tg.start_soon(send, "second")
                 with anyio.fail_after(GUARD_S):
-                    while service.runs.handles[c.id].newest_message_seq == 0:
+                    while service.runs.handles[c.id].state.newest_message_seq == 0:
                         await anyio.sleep(0.001)
             finally:
                 release.set()  # the write is shielded: never leave it waiting
@@ -189,9 +190,13 @@ async def test_no_run_is_claimed_from_a_queued_status_that_is_being_put_back(
                 # status back; a message sent now must not claim a run from that.
                 tg.start_soon(send, "second")
                 with anyio.fail_after(GUARD_S):
-                    while first_run.newest_message_seq == 0:
+                    while await service.count_events(c.id, EventFilter(kind="message")) < 2:
                         await anyio.sleep(0.001)
+                await anyio.sleep(0.05)
+                # Refused by the run that is putting its status back, it waits for it.
                 assert service.runs.handles[c.id] is first_run
+                assert first_run.phase is Phase.REFUSED
+                assert "second" not in outcome
             finally:
                 release_queued.set()
                 release_put_back.set()  # the writes are shielded: never leave them waiting
@@ -247,7 +252,7 @@ async def test_message_to_a_run_that_has_agreed_to_end_starts_its_own_or_is_refu
             try:
                 assert await anyio.to_thread.run_sync(writing_end.wait, GUARD_S)
                 # The run has agreed to end, and is writing so.
-                assert not service.runs.handles[conv.id].accepting
+                assert service.runs.handles[conv.id].phase is Phase.ENDING
                 async with anyio.create_task_group() as tg:
                     tg.start_soon(send, conv.id, outcome)
                     await anyio.sleep(0.05)

@@ -10,7 +10,6 @@ import pytest
 
 from laneway.agents import ToolResult
 from laneway.models import AgentSpec
-from laneway.runner import RunHandle
 from tests import agents
 from tests.services import (
     all_events,
@@ -124,14 +123,3 @@ async def test_tool_calls_of_a_stuck_step_are_reported_not_run_to_the_next_step(
         [result] = agents.TURNS[key][1].tool_results
         assert (result.id, result.output) == ("c1", None)
         assert result.error == "not run: its step was stuck"
-
-
-async def test_a_withdrawn_pause_is_not_claimed_and_giving_up_never_reruns() -> None:
-    handle = RunHandle("c")
-    handle.pause_requested = True
-    handle.pause_requested = False  # withdrawn by a message on the loop
-    handle.message_sent(5)
-    assert handle.claim_end(4, "pause") is False
-    assert handle.accepting is True
-    assert handle.claim_end(4, "give_up") is True
-    assert (handle.accepting, handle.rerun) == (False, False)

@@ -220,7 +220,7 @@ async def test_pause_returns_when_the_queued_write_of_a_run_fails(
                 handle = service.runs.handles[conv.id]
                 tg.start_soon(service.pause, conv.id)
                 with anyio.fail_after(GUARD_S):
-                    while not handle.pause_requested:  # the pause now waits for the run
+                    while handle.state.pause is None:  # the pause now waits for the run
                         await anyio.sleep(0.001)
             finally:
                 release.set()  # the write is shielded: never leave it waiting

@@ -12,8 +12,9 @@ import pytest
 
 from laneway.errors import InvalidRequest, NotFound
 from laneway.lanes import LaneFull
+from laneway.lifecycle import PAUSE_REASON, Phase, RunState
 from laneway.models import AgentSpec, ConversationUpdate, Event, EventFilter
-from laneway.runner import RunHandle, status_event
+from laneway.runhandle import RunHandle, status_event
 from laneway.service import RESTART_REASON
 from laneway.store import SQLiteEventStore
 from tests.lanes_held import lane_held
@@ -128,7 +129,7 @@ async def test_live_run_fields_count_only_while_the_status_is_active() -> None:
     async with open_service() as service:
         conv = await service.create()
         handle = RunHandle(conv.id)
-        handle.pause_requested = True
+        handle.state = RunState(Phase.RUNNING, enqueued=True, pause=PAUSE_REASON)
         service.runs.handles[conv.id] = handle
         try:
             for status, expected in (("running", True), ("paused", False)):

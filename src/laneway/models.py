@@ -11,6 +11,10 @@ Status = Literal["idle", "queued", "running", "paused", "finished", "error", "st
 EventKind = Literal["message", "tool_call", "tool_result", "status", "error"]
 EventSource = Literal["user", "agent", "tool", "system"]
 Order = Literal["asc", "desc"]
+# What a message does to a run queued or running: the run reads it at its next
+# step ("enqueue"), its step is stopped and it goes on with the message at once
+# ("interrupt"), or the message is refused and not stored ("reject").
+IfRunning = Literal["enqueue", "interrupt", "reject"]
 
 EVENT_KINDS: tuple[EventKind, ...] = get_args(EventKind)
 EVENT_SOURCES: tuple[EventSource, ...] = get_args(EventSource)

@@ -18,18 +18,35 @@ from typing import Protocol
 import anyio
 from anyio.abc import TaskGroup, TaskStatus
 
-from laneway.agents import Agent
+from laneway.agents import Agent, ToolResult
 from laneway.broker import EventBroker
 from laneway.errors import NotFound, RunNotAdmitted, ShuttingDown
 from laneway.lanes import LaneFull, Lanes
+from laneway.lifecycle import (
+    QUEUED_REASON,
+    Enqueued,
+    GraceExpired,
+    JoinShutdownBatch,
+    LeftQueue,
+    Phase,
+    PutBack,
+    QueueRefused,
+    ShutdownBegan,
+    StartAgain,
+    TaskEnded,
+    ThreadReturned,
+    TokenGranted,
+    WriteStatus,
+)
 from laneway.models import ConversationRecord, ConversationUpdate, Event, NewEvent, Status
 from laneway.owed import OwedStatuses
-from laneway.runner import AgentState, RunHandle, Runner, StuckStep, error_event, status_event
+from laneway.runhandle import RunHandle, StuckStep, status_event
+from laneway.runner import AgentState, Runner, error_event
 from laneway.store.base import EventStore, StoreUnavailable
+from laneway.toolcalls import tool_result_data
 
 log = logging.getLogger("laneway.runs")
 
-QUEUED_REASON = "paused while queued"
 SHUTDOWN_REASON = "interrupted by shutdown"
 # Past the grace period, how long shutdown may still wait to store the pauses of
 # the runs it leaves behind (and any status owed), should the io lane be full.
@@ -154,25 +171,18 @@ class Runs:
     async def _pause_all(self, deadline: float) -> None:
         """Pause every run, wait until ``deadline``, then leave behind (marked
         paused in the store) any run whose step will not return."""
-        queued = []
-        for handle in list(self.handles.values()):
-            handle.pause_requested = True
-            if not handle.admitted:
-                # One not yet in the queue may still be writing "queued"; its
-                # task writes its pause after that, as on any pause.
-                if handle.enqueued:
-                    handle.paused_at_shutdown = True
-                    queued.append(handle.conversation_id)
-                handle.scope.cancel()
+        queued = [
+            handle.conversation_id
+            for handle in list(self.handles.values())
+            if JoinShutdownBatch() in handle.fire(ShutdownBegan())
+        ]
         with anyio.CancelScope(deadline=deadline):
             await self._mark_paused(queued, QUEUED_REASON)
             for handle in list(self.handles.values()):
                 await handle.done.wait()
         left_behind = [h for h in self.handles.values() if not h.done.is_set()]
         for handle in left_behind:
-            handle.abandoned = True
-            if handle.thread_scope is not None:
-                handle.thread_scope.cancel()
+            handle.fire(GraceExpired())
         # What could not be written by now is left to the restart, which pauses
         # every run still "queued" or "running".
         with anyio.move_on_after(FINAL_WRITES_S), contextlib.suppress(StoreUnavailable):
@@ -279,7 +289,9 @@ class Runs:
                     await self._tg.start(self._run_task, handle, record)
                 except LaneFull as exc:
                     # Others filled the queue while "queued" was being written.
-                    await self._put_back(record, "run queue full")
+                    for effect in handle.fire(QueueRefused()):
+                        if isinstance(effect, PutBack):
+                            await self._put_back(record, effect.reason)
                     if first:
                         raise RunNotAdmitted(exc, event=stored[0]) from exc
                     raise
@@ -299,7 +311,7 @@ class Runs:
     def _forget(self, handle: RunHandle) -> None:
         del self.handles[handle.conversation_id]
         # A pause, a message or shutdown may be waiting on this run.
-        handle.done.set()
+        handle.fire(TaskEnded())
 
     async def _put_back(self, record: ConversationRecord, reason: str) -> None:
         """Restore the status ``record`` had before "queued" was stored."""
@@ -311,7 +323,7 @@ class Runs:
         )
 
     async def _write_owed(
-        self, conversation_id: str, events: list[NewEvent], update: ConversationUpdate
+        self, conversation_id: str, events: list[NewEvent], update: ConversationUpdate | None
     ) -> None:
         """Write a status the loop owes a run it accepted. Shielded, and patient
         with a full io lane: a client going away, or others filling the lane,
@@ -337,38 +349,51 @@ class Runs:
     ) -> None:
         cid = handle.conversation_id
         lane = self.lanes.run
+        assert self._tg is not None
         runner = Runner(
             handle=handle,
             record=record,
             state=self.agents.get(cid),
             store=self.store,
-            tool_lane=self.lanes.tool,
-            io_lane=self.lanes.io,
+            lanes=self.lanes,
             broker=self.broker,
+            spawn=self._tg.start_soon,
+            late=functools.partial(self._late_tool_result, cid),
         )
 
         def enqueued() -> None:
-            handle.enqueued = True
+            handle.fire(Enqueued())
             task_status.started()
 
         try:
-            with handle.scope:
+            failure = None
+            with handle.wait_scope:
                 async with lane.hold(ticket=cid, on_enqueued=enqueued):
-                    handle.admitted = True
-                    failure = await self._execute(handle, runner)
-                if failure is not None:
-                    # Written once the run token is back: never wait for io holding it.
-                    await self._write_owed(cid, *failure)
-            written_elsewhere = handle.deleted or handle.abandoned or handle.paused_at_shutdown
-            if not handle.admitted:
-                if not written_elsewhere:
-                    await self._write_status(cid, "paused", QUEUED_REASON)
+                    handle.fire(TokenGranted())
+                    if handle.phase is Phase.RUNNING:
+                        failure = await self._execute(handle, runner)
+            if failure is not None:
+                # Written once the run token is back: never wait for io holding it.
+                await self._write_owed(cid, *failure)
+            if handle.phase is Phase.LEAVING:
+                for effect in handle.fire(LeftQueue()):
+                    if isinstance(effect, WriteStatus):
+                        await self._write_status(cid, effect.status, effect.reason)
                 log.info("run %s left the queue", cid)
         finally:
             # One refused a place in the queue is launch()'s to forget, after it
             # has put the status back.
-            if handle.enqueued:
+            if handle.state.enqueued:
                 self._forget(handle)
+
+    async def _late_tool_result(
+        self, conversation_id: str, state: AgentState, result: ToolResult
+    ) -> None:
+        """Store the result of a tool call that was under way when its run was
+        interrupted, and keep it for the conversation's next step."""
+        event = NewEvent("tool_result", "tool", tool_result_data(result))
+        await self._write_owed(conversation_id, [event], None)
+        state.add_results([result])
 
     async def _execute(
         self, handle: RunHandle, runner: Runner
@@ -396,11 +421,13 @@ class Runs:
                     else:
                         log.exception("run %s ended: %s", cid, reason)
                     update = ConversationUpdate(status="error", last_error=reason)
+                    handle.fire(ThreadReturned())
                     return [error_event(exc), status_event("error", reason)], update
-                if state is not None and not handle.deleted:
+                if state is not None and not handle.state.deleted:
                     self.agents[cid] = state
+            effects = handle.fire(ThreadReturned())
             self._log_end(handle)
-            if not handle.rerun or handle.deleted or handle.abandoned:
+            if StartAgain() not in effects:
                 return None
             handle.start_again()
             log.info("run %s started again for messages left unread", cid)

@@ -23,6 +23,16 @@ from laneway.agents import Agent, AgentConfigError, make_agent
 from laneway.broker import EventBroker
 from laneway.errors import Conflict, InvalidRequest, NotFound, RunNotAdmitted, ShuttingDown
 from laneway.lanes import LaneFull, Lanes
+from laneway.lifecycle import (
+    WAITING_PHASES,
+    Accepted,
+    Deleted,
+    InterruptAsked,
+    MessageStored,
+    PauseAsked,
+    Phase,
+    visible_status,
+)
 from laneway.models import (
     AgentSpec,
     Conversation,
@@ -30,12 +40,13 @@ from laneway.models import (
     ConversationUpdate,
     Event,
     EventFilter,
+    IfRunning,
     NewEvent,
     Order,
     Status,
     utc_now,
 )
-from laneway.runner import RunHandle, status_event
+from laneway.runhandle import RunHandle, status_event
 from laneway.runs import Runs
 from laneway.store.base import EventStore
 from laneway.subscriptions import Follower, following
@@ -199,10 +210,8 @@ class ConversationService:
             # finds no conversation and ends the run, like the pause below.
             handle = self.runs.handles.get(conversation_id)
             if handle is not None:
-                handle.deleted = True
-                handle.pause_requested = True
-                handle.scope.cancel()
-                if not handle.admitted:
+                handle.fire(Deleted())
+                if handle.phase in WAITING_PHASES:
                     await handle.done.wait()  # out of the queue, as pause() waits
             self.runs.forget_conversation(conversation_id)
             self.broker.close_conversation(conversation_id)
@@ -227,37 +236,89 @@ class ConversationService:
         # The state at admission: a short run may already have finished by the
         # time the store is read again, and the caller asked about starting it.
         view = self._view(await self._record(conversation_id))
-        status: Status = "running" if handle.admitted else "queued"
-        return msgspec.structs.replace(view, status=status)
+        return msgspec.structs.replace(view, status=visible_status("queued", handle.state))
 
     async def pause(self, conversation_id: str) -> Conversation:
         """Pause a run: a queued one leaves the queue at once; a running one stops
         at its next step boundary (``pause_requested`` until then)."""
+        return await self._stop(conversation_id, PauseAsked())
+
+    async def interrupt(self, conversation_id: str) -> Conversation:
+        """Stop a run now: a queued one leaves the queue; a running one's step is
+        asked to stop (``Agent.cancel``) and its tool calls not begun are not
+        run, and it ends paused ("interrupted"). Nothing changes, and nothing is
+        written, for a conversation with no run."""
+        return await self._stop(conversation_id, InterruptAsked())
+
+    async def _stop(
+        self, conversation_id: str, trigger: PauseAsked | InterruptAsked
+    ) -> Conversation:
         record = await self._record(conversation_id)
         handle = self.runs.handles.get(conversation_id)
         if handle is None:
             return self._view(record)
-        handle.pause_requested = True
-        if not handle.admitted:
-            handle.scope.cancel()
+        handle.fire(trigger)
+        if handle.phase in WAITING_PHASES:
             await handle.done.wait()
             record = await self._record(conversation_id)
         return self._view(record)
 
     async def send_message(
-        self, conversation_id: str, content: str, *, run: bool = True
+        self,
+        conversation_id: str,
+        content: str,
+        *,
+        run: bool = True,
+        if_running: IfRunning = "enqueue",
     ) -> tuple[Event, Conversation]:
         """Store a user message and, with ``run``, make sure a run reads it: the run
         in progress picks it up, or a new run is queued. If the run queue is full,
-        the message is kept and :class:`RunNotAdmitted` carries it."""
+        the message is kept and :class:`RunNotAdmitted` carries it. ``if_running``
+        says what the message does to a run queued or running (see IfRunning);
+        "reject" raises Conflict, storing nothing."""
         message = NewEvent("message", "user", {"text": content})
-        if run:
-            event = await self._deliver(conversation_id, message)
+        if if_running == "reject":
+            event = await self._deliver_unless_running(conversation_id, message, run=run)
+        elif run:
+            event = await self._deliver(
+                conversation_id, message, interrupt=if_running == "interrupt"
+            )
         else:
             [event] = await self._append(conversation_id, [message])
+            # A running run reads every message; this one stops its step first.
+            handle = self.runs.handles.get(conversation_id)
+            interrupt = if_running == "interrupt" and handle is not None
+            if interrupt and handle and Accepted() in handle.fire(MessageStored(event.seq)):
+                self._interrupt_step(handle)
         return event, await self.get(conversation_id)
 
-    async def _deliver(self, conversation_id: str, message: NewEvent) -> Event:
+    async def _deliver_unless_running(
+        self, conversation_id: str, message: NewEvent, *, run: bool
+    ) -> Event:
+        """Store ``message`` only if no run is queued or running: with ``run``, in
+        the same write as the "queued" of the run it starts."""
+        busy = Conflict(f"conversation {conversation_id!r} has a run queued or running")
+        if self._run_in_flight(conversation_id):
+            raise busy
+        if run:
+            event = await self._start_with(conversation_id, message)
+            if event is None:  # a run was queued meanwhile
+                raise busy
+            return event
+        [event] = await self._append(conversation_id, [message])
+        return event
+
+    def _run_in_flight(self, conversation_id: str) -> bool:
+        handle = self.runs.handles.get(conversation_id)
+        return handle is not None and handle.phase in (Phase.RESERVED, Phase.QUEUED, Phase.RUNNING)
+
+    def _interrupt_step(self, handle: RunHandle) -> None:
+        if handle.phase is Phase.RUNNING:
+            handle.fire(InterruptAsked(resume=True))
+
+    async def _deliver(
+        self, conversation_id: str, message: NewEvent, *, interrupt: bool = False
+    ) -> Event:
         """Store ``message`` and see that a run reads it: the run in progress, or
         a new one. Each await can change which run there is, so it is asked again
         after each, until one has taken the message."""
@@ -268,6 +329,8 @@ class ConversationService:
                 if event is None:
                     [event] = await self._append(conversation_id, [message])
                 elif await self._hand_to_run(handle, event):
+                    if interrupt:
+                        self._interrupt_step(handle)
                     return event
             elif event is None:
                 event = await self._start_with(conversation_id, message)
@@ -282,21 +345,20 @@ class ConversationService:
 
     async def _hand_to_run(self, handle: RunHandle, event: Event) -> bool:
         """Give a stored message to a run; False if that run will not read it."""
-        withdrawable = handle.admitted and not handle.deleted and self.runs.admitting
-        if handle.pause_requested and withdrawable:
-            # A message asking for a run outranks a pause not yet taken effect,
-            # as it would once the run had paused: the run goes on and reads it.
-            handle.pause_requested = False
-        if not handle.accepting or handle.pause_requested:
+        accepted = next(
+            (e for e in handle.fire(MessageStored(event.seq)) if isinstance(e, Accepted)), None
+        )
+        if accepted is None:
             # It has agreed to end, or is leaving the queue, or the server is
             # stopping; once it has gone, a new run reads the message (or the
             # refusal of one is the sender's).
             await handle.done.wait()
             return False
-        handle.message_sent(event.seq)
-        # A run whose "queued" is still being written may yet find the queue full.
-        await handle.settled.wait()
-        return handle.enqueued
+        if accepted.settling:
+            # A run whose "queued" is still being written may yet find the queue full.
+            await handle.settled.wait()
+            return handle.state.enqueued
+        return True
 
     async def _start_with(self, conversation_id: str, message: NewEvent) -> Event | None:
         """Queue a run and store ``message`` in the same write as its "queued"

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from laneway.lanes import Lane
-from laneway.models import ACTIVE_STATUSES, Conversation, ConversationRecord, Status
-from laneway.runner import RunHandle
+from laneway.lifecycle import WAITING_PHASES, visible_status
+from laneway.models import ACTIVE_STATUSES, Conversation, ConversationRecord
+from laneway.runhandle import RunHandle
 
 
 def conversation_view(
@@ -14,25 +15,20 @@ def conversation_view(
     place in the queue."""
     # A run's final status is committed a moment before its handle goes, so the
     # handle's live fields only count while the record says it is active.
-    if record.status not in ACTIVE_STATUSES:
-        handle = None
+    state = handle.state if handle is not None and record.status in ACTIVE_STATUSES else None
     position = None
-    status: Status = record.status
-    if handle is not None and not handle.admitted:
+    if state is not None and state.phase in WAITING_PHASES:
         position = run_lane.position(record.id)
-    elif handle is not None and status == "queued":
-        # It has its token; its thread has not yet stored "running".
-        status = "running"
     return Conversation(
         id=record.id,
         title=record.title,
-        status=status,
+        status=visible_status(record.status, state),
         agent=record.agent,
         max_steps=record.max_steps,
         created_at=record.created_at,
         updated_at=record.updated_at,
         steps_done=record.steps_done,
         queue_position=position,
-        pause_requested=handle.pause_requested if handle is not None else False,
+        pause_requested=state is not None and state.pause is not None,
         last_error=record.last_error,
     )

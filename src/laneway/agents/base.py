@@ -48,7 +48,14 @@ class StepResult(msgspec.Struct, frozen=True):
 
 class Agent(Protocol):
     """One instance per conversation run. Both methods block and run in threads:
-    ``step`` in the run's thread, ``call_tool`` on the tool lane, several at once."""
+    ``step`` in the run's thread, ``call_tool`` on the tool lane, several at once.
+
+    An agent may also have ``cancel()``: called from the event loop when the run
+    is interrupted, it must return at once and make the step in flight return
+    soon (for example by closing its HTTP response). What that step then returns
+    is stored, but its tool calls are not run; if it raises, nothing of it is
+    stored. An agent without ``cancel`` is interrupted at the end of its step.
+    """
 
     def step(self, turn: Turn) -> StepResult: ...
 

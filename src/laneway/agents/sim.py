@@ -7,6 +7,7 @@ for ``tools_per_step`` tool calls that each block for ``tool_ms``.
 
 from __future__ import annotations
 
+import threading
 import time
 from typing import Annotated, Any
 
@@ -39,6 +40,12 @@ class SimAgent:
     def __init__(self, config: SimConfig) -> None:
         self.config = config
         self._steps_taken = 0
+        # Set by cancel(): ends the current step's think at once.
+        self._cancelled = threading.Event()
+
+    def cancel(self) -> None:
+        """Stop the step in flight: its think ends now, and it asks for no tools."""
+        self._cancelled.set()
 
     def step(self, turn: Turn) -> StepResult:
         c = self.config
@@ -46,8 +53,14 @@ class SimAgent:
         n = self._steps_taken
         if c.fail_at_step is not None and n == c.fail_at_step:
             raise RuntimeError(f"sim failed at step {n} as configured")
-        if c.think_ms:
-            time.sleep(c.think_ms / 1000)
+        text = f"step {n} of {c.steps}"
+        if turn.new_messages:
+            text += f" (read {len(turn.new_messages)} new message(s))"
+        # Cleared once the step has seen it, not when a step begins: a cancel
+        # that came as the step began must still end its think.
+        if c.think_ms and self._cancelled.wait(c.think_ms / 1000):
+            self._cancelled.clear()
+            return StepResult(messages=[f"{text} interrupted"])
         if c.cpu_ms:
             burn_cpu(c.cpu_ms)
         # Named by the conversation's step, which a restart does not reset, so
@@ -56,9 +69,6 @@ class SimAgent:
             ToolCall(id=f"s{turn.step}t{i}", name="sleep", arguments={"ms": c.tool_ms})
             for i in range(c.tools_per_step)
         ]
-        text = f"step {n} of {c.steps}"
-        if turn.new_messages:
-            text += f" (read {len(turn.new_messages)} new message(s))"
         return StepResult(messages=[text], tool_calls=calls, done=n >= c.steps)
 
     def call_tool(self, call: ToolCall) -> Any:

@@ -1,4 +1,4 @@
-"""Conversation routes: create, list, count, get, delete, messages, run, pause."""
+"""Conversation routes: create, list, count, get, delete, messages, run, pause, interrupt."""
 
 from __future__ import annotations
 
@@ -59,7 +59,7 @@ async def delete_conversation(request: Request) -> Response:
 async def send_message(request: Request) -> Response:
     body = await decode_body(request, SendMessage, settings_of(request).max_body_bytes)
     event, conversation = await service_of(request).send_message(
-        request.path_params["id"], body.content, run=body.run
+        request.path_params["id"], body.content, run=body.run, if_running=body.if_running
     )
     return json_response(MessageAccepted(event, conversation), 202)
 
@@ -70,3 +70,7 @@ async def run_conversation(request: Request) -> Response:
 
 async def pause_conversation(request: Request) -> Response:
     return json_response(await service_of(request).pause(request.path_params["id"]))
+
+
+async def interrupt_conversation(request: Request) -> Response:
+    return json_response(await service_of(request).interrupt(request.path_params["id"]))

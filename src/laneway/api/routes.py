@@ -59,12 +59,14 @@ OPERATIONS: list[Operation] = [
               {204: None, 404: None}),
     Operation(
         "POST", CID + "/messages", conv.send_message, "Send a message", "conversations",
-        {202: MessageAccepted, 404: None, 429: None}, body=SendMessage,
+        {202: MessageAccepted, 404: None, 409: None, 429: None}, body=SendMessage,
     ),
     Operation("POST", CID + "/run", conv.run_conversation, "Run a conversation", "conversations",
               {202: Conversation, 404: None, 409: None, 429: None}),
     Operation("POST", CID + "/pause", conv.pause_conversation, "Pause a run", "conversations",
               {200: Conversation, 404: None}),
+    Operation("POST", CID + "/interrupt", conv.interrupt_conversation, "Interrupt a run now",
+              "conversations", {200: Conversation, 404: None}),
     Operation(
         "GET", CID + "/events", ev.search_events, "Search events", "events",
         {200: EventPage, 404: None}, query=EventQuery,

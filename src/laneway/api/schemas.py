@@ -18,6 +18,7 @@ from laneway.models import (
     Event,
     EventKind,
     EventSource,
+    IfRunning,
     Limit,
     Order,
     Status,
@@ -43,6 +44,8 @@ class CreateConversation(msgspec.Struct, frozen=True, forbid_unknown_fields=True
 class SendMessage(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     content: str
     run: bool = True
+    # What the message does to a run queued or running: see models.IfRunning.
+    if_running: IfRunning = "enqueue"
 
 
 class ResizeLane(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
