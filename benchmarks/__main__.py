@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks import report, sweep
-from benchmarks.components import appends, fanout, hotpath, isolation, queued, search
+from benchmarks.components import appends, fanout, hotpath, interrupt, isolation, queued, search
 from benchmarks.figures import ComponentResult
 from benchmarks.machine import CpuTimes
 from benchmarks.progress import Progress, clock
@@ -50,6 +50,9 @@ def components(quick: bool) -> list[Component]:
     ]
     found += [_hotpath(quick, backend) for backend in backends]
     found += [_fanout(quick, backend) for backend in backends]
+    found += [
+        Component(f"interrupt, {b}", 3, lambda _, b=b: interrupt.run(quick, b)) for b in backends
+    ]
     found += [
         _isolation(quick, backend, workload)
         for backend in backends
