@@ -1,10 +1,12 @@
-"""Conversation routes: create, list, count, get, delete, messages, run, pause, interrupt."""
+"""Conversation routes: create, list, count, get, delete, messages, run, pause,
+interrupt (waiting for a run is in ``waits``)."""
 
 from __future__ import annotations
 
 from starlette.requests import Request
 from starlette.responses import Response
 
+from laneway import waiting
 from laneway.api.encoding import decode_body, decode_query, given, json_response
 from laneway.api.routing import service_of, settings_of
 from laneway.api.schemas import (
@@ -16,20 +18,24 @@ from laneway.api.schemas import (
     MessageAccepted,
     SendMessage,
 )
+from laneway.api.waits import answer
 
 
 async def create_conversation(request: Request) -> Response:
     body = await decode_body(request, CreateConversation, settings_of(request).max_body_bytes)
-    conversation = await service_of(request).create(
+    service = service_of(request)
+    conversation = await service.create(
         agent=body.agent,
         title=body.title,
         max_steps=body.max_steps,
         initial_message=body.initial_message,
         run=body.run,
     )
-    return json_response(
-        conversation, 201, headers={"Location": f"/api/conversations/{conversation.id}"}
-    )
+    location = {"Location": f"/api/conversations/{conversation.id}"}
+    if body.wait:
+        wait = waiting.after_create(service, conversation)
+        return await answer(request, wait, body.wait_timeout_s, ended_code=201, headers=location)
+    return json_response(conversation, 201, headers=location)
 
 
 async def list_conversations(request: Request) -> Response:
@@ -58,9 +64,13 @@ async def delete_conversation(request: Request) -> Response:
 
 async def send_message(request: Request) -> Response:
     body = await decode_body(request, SendMessage, settings_of(request).max_body_bytes)
-    event, conversation = await service_of(request).send_message(
+    service = service_of(request)
+    event, conversation = await service.send_message(
         request.path_params["id"], body.content, run=body.run, if_running=body.if_running
     )
+    if body.wait:
+        wait = waiting.after_message(service, event, run=body.run)
+        return await answer(request, wait, body.wait_timeout_s)
     return json_response(MessageAccepted(event, conversation), 202)
 
 

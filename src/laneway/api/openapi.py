@@ -71,12 +71,20 @@ def _error_codes(op: Operation) -> set[int]:
     return codes
 
 
+def _kinds(kind: Any) -> tuple[Any, ...]:
+    """The body types of a response: one, none, or a tuple of those it may be."""
+    if kind is None:
+        return ()
+    return kind if isinstance(kind, tuple) else (kind,)
+
+
 def build_document(operations: Sequence[Operation], *, title: str, version: str) -> dict[str, Any]:
     types: list[Any] = [ErrorBody]
     for op in operations:
         for kind in (op.body, op.query, *op.responses.values()):
-            if kind is not None and kind not in types:
-                types.append(kind)
+            for k in _kinds(kind):
+                if k not in types:
+                    types.append(k)
     schemas, components = msgspec.json.schema_components(
         types, ref_template="#/components/schemas/{name}"
     )
@@ -88,9 +96,11 @@ def build_document(operations: Sequence[Operation], *, title: str, version: str)
         for code, kind in sorted(op.responses.items()):
             if code >= 400:
                 continue
-            answer: dict[str, Any] = {"description": op.summary}
-            if kind is not None:
-                answer["content"] = {"application/json": {"schema": schema_of[id(kind)]}}
+            answer: dict[str, Any] = {"description": op.descriptions.get(code, op.summary)}
+            kinds = [schema_of[id(k)] for k in _kinds(kind)]
+            if kinds:
+                schema = kinds[0] if len(kinds) == 1 else {"anyOf": kinds}
+                answer["content"] = {"application/json": {"schema": schema}}
             elif op.produces:
                 answer["content"] = {media: {"schema": {"type": "string"}} for media in op.produces}
             responses[str(code)] = answer

@@ -11,7 +11,7 @@ from starlette.routing import BaseRoute, Route, WebSocketRoute
 from laneway.api import conversations as conv
 from laneway.api import events as ev
 from laneway.api import operations as ops
-from laneway.api import streams
+from laneway.api import streams, waits
 from laneway.api.routing import Endpoint, Operation
 from laneway.api.schemas import (
     MAX_SEQ,
@@ -29,6 +29,8 @@ from laneway.api.schemas import (
     ResizeLane,
     SendMessage,
     StreamQuery,
+    WaitQuery,
+    WaitResult,
 )
 from laneway.lanes import LANE_NAMES, LaneSnapshot
 from laneway.models import Conversation, Event
@@ -43,7 +45,11 @@ OPERATIONS: list[Operation] = [
               auth=False),
     Operation(
         "POST", C, conv.create_conversation, "Create a conversation", "conversations",
-        {201: Conversation, 429: None}, body=CreateConversation,
+        {201: (Conversation, WaitResult), 202: WaitResult, 429: None}, body=CreateConversation,
+        descriptions={
+            201: "Created; with wait, its run has ended (or none was started)",
+            202: "With wait: created, its run still queued or running at wait_timeout_s",
+        },
     ),
     Operation(
         "GET", C, conv.list_conversations, "List conversations, newest first", "conversations",
@@ -59,10 +65,24 @@ OPERATIONS: list[Operation] = [
               {204: None, 404: None}),
     Operation(
         "POST", CID + "/messages", conv.send_message, "Send a message", "conversations",
-        {202: MessageAccepted, 404: None, 409: None, 429: None}, body=SendMessage,
+        {200: WaitResult, 202: (MessageAccepted, WaitResult), 404: None, 409: None,
+         429: None},
+        body=SendMessage,
+        descriptions={
+            200: "With wait: the run that read the message has ended (or none was asked for)",
+            202: "Stored; with wait, its run still queued or running at wait_timeout_s",
+        },
     ),
     Operation("POST", CID + "/run", conv.run_conversation, "Run a conversation", "conversations",
               {202: Conversation, 404: None, 409: None, 429: None}),
+    Operation(
+        "GET", CID + "/wait", waits.wait_for_run, "Wait for the run queued or running",
+        "conversations", {200: WaitResult, 202: WaitResult, 404: None}, query=WaitQuery,
+        descriptions={
+            200: "The run has ended, or none was queued or running",
+            202: "The run is still queued or running at timeout_s",
+        },
+    ),
     Operation("POST", CID + "/pause", conv.pause_conversation, "Pause a run", "conversations",
               {200: Conversation, 404: None}),
     Operation("POST", CID + "/interrupt", conv.interrupt_conversation, "Interrupt a run now",

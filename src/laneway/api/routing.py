@@ -48,13 +48,16 @@ class Operation:
     endpoint: Endpoint
     summary: str
     tag: str
-    # Status code -> body type (None: no body); used for the OpenAPI document.
+    # Status code -> body type (None: no body; a tuple: any one of those types);
+    # used for the OpenAPI document.
     responses: Mapping[int, Any]
     body: type[Any] | None = None
     query: type[Any] | None = None
     auth: bool = True
     # Extra content types of the success answer (Server-Sent Events, Prometheus text).
     produces: tuple[str, ...] = field(default=())
+    # What a success answer means, by status code, where the summary is not enough.
+    descriptions: Mapping[int, str] = field(default_factory=dict)
     # JSON schemas of path parameters that are not plain strings or ints.
     path_schemas: Mapping[str, Any] = field(default_factory=dict)
 

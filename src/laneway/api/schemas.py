@@ -23,6 +23,7 @@ from laneway.models import (
     Order,
     Status,
 )
+from laneway.waiting import DEFAULT_WAIT_S, MAX_WAIT_S
 
 Title = Annotated[str, msgspec.Meta(max_length=500)]
 MaxSteps = Annotated[int, msgspec.Meta(ge=1, le=100_000)]
@@ -30,6 +31,14 @@ MaxSteps = Annotated[int, msgspec.Meta(ge=1, le=100_000)]
 MAX_SEQ = 2**63 - 1
 Seq = Annotated[int, msgspec.Meta(ge=0, le=MAX_SEQ)]
 Cursor = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
+WaitSeconds = Annotated[
+    float,
+    msgspec.Meta(
+        gt=0,
+        le=MAX_WAIT_S,
+        description="How long to wait at most; past it the answer is 202 and the run goes on",
+    ),
+]
 
 
 class CreateConversation(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -39,6 +48,10 @@ class CreateConversation(msgspec.Struct, frozen=True, forbid_unknown_fields=True
     # Defaults to true when initial_message is given.
     run: bool | None = None
     max_steps: MaxSteps = 50
+    wait: Annotated[
+        bool, msgspec.Meta(description="Answer once the run this starts has ended (a WaitResult)")
+    ] = False
+    wait_timeout_s: WaitSeconds = DEFAULT_WAIT_S
 
 
 class SendMessage(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -46,6 +59,11 @@ class SendMessage(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     run: bool = True
     # What the message does to a run queued or running: see models.IfRunning.
     if_running: IfRunning = "enqueue"
+    wait: Annotated[
+        bool,
+        msgspec.Meta(description="Answer once the run that reads it has ended (a WaitResult)"),
+    ] = False
+    wait_timeout_s: WaitSeconds = DEFAULT_WAIT_S
 
 
 class ResizeLane(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -87,6 +105,11 @@ class StreamQuery(msgspec.Struct, frozen=True):
     after_seq: Seq = 0
 
 
+class WaitQuery(msgspec.Struct, frozen=True):
+    timeout_s: WaitSeconds = DEFAULT_WAIT_S
+    after_seq: Seq = 0
+
+
 class ConversationPage(msgspec.Struct, frozen=True):
     items: list[Conversation]
     next_cursor: str | None
@@ -104,6 +127,16 @@ class Count(msgspec.Struct, frozen=True):
 class MessageAccepted(msgspec.Struct, frozen=True):
     event: Event
     conversation: Conversation
+
+
+class WaitResult(msgspec.Struct, frozen=True):
+    """What a wait answers: the conversation, and its events (from a create's
+    first, from a message on, or after ``after_seq``), oldest first and at most
+    500; ``next_cursor`` continues them on the events route when there are more."""
+
+    conversation: Conversation
+    events: list[Event]
+    next_cursor: str | None
 
 
 class LanesView(msgspec.Struct, frozen=True):
