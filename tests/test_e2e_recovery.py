@@ -1,6 +1,6 @@
 """What a restart makes of runs cut off by kill -9, under the real servers:
-every tool call in the log gets exactly one result, and call ids stay unique
-within the conversation."""
+every tool call in the log gets exactly one result, call ids stay unique
+within the conversation, and queued runs are queued again in their order."""
 
 from __future__ import annotations
 
@@ -83,3 +83,55 @@ async def test_runs_cut_off_by_a_kill_answer_their_calls_and_keep_ids_unique(
     assert len(calls) >= 8
     assert set(calls.values()) == {1}, calls
     assert answered == calls
+
+
+async def queue_positions(client: httpx.AsyncClient) -> dict[str, int]:
+    """Every queued conversation's place, read in one request."""
+    page = await client.get(C, params={"status": "queued", "limit": 500})
+    return {c["id"]: c["queue_position"] for c in page.json()["items"]}
+
+
+async def test_50_queued_runs_are_queued_again_after_a_kill_in_their_order_and_finish(
+    anyio_backend: str, tmp_path: Path
+) -> None:
+    args = ["--db", str(tmp_path / "queued.db"), "--run-lane-size", "1"]
+    with running_server(anyio_backend, args) as server:
+        async with httpx.AsyncClient(base_url=server.base_url, timeout=GUARD_S) as client:
+            blocker = (await client.post(C, json=sim(steps=1, think_ms=60_000))).json()
+            await wait_status(client, blocker["id"], "running")
+            # First in the queue: after the restart it has the token, and steps
+            # until paused, so that the 50 behind it stay put to be read.
+            body = {**sim(steps=1_000_000, think_ms=5), "max_steps": 100_000}
+            head = (await client.post(C, json=body)).json()
+            queued = []
+            for n in range(50):
+                response = await client.post(C, json={"initial_message": f"q{n}"})
+                assert response.status_code == 201, response.text
+                queued.append(response.json()["id"])
+            before = await queue_positions(client)
+            assert [before[cid] for cid in [head["id"], *queued]] == list(range(1, 52))
+        server.proc.send_signal(signal.SIGKILL)
+        server.proc.wait(GUARD_S)
+    with running_server(anyio_backend, args) as server:
+        async with httpx.AsyncClient(base_url=server.base_url, timeout=GUARD_S) as client:
+            paused = await wait_status(client, blocker["id"], "paused")
+            assert paused["queue_position"] is None
+            await wait_status(client, head["id"], "running")
+            after = await queue_positions(client)
+            assert after == {cid: n for n, cid in enumerate(queued, 1)}
+            assert (await client.post(f"{C}/{head['id']}/pause")).status_code == 200
+            await wait_status(client, head["id"], "paused")
+            for n, cid in enumerate(queued):
+                await wait_status(client, cid, "finished")
+                page = await client.get(f"{C}/{cid}/events", params={"limit": 500})
+                events = page.json()["items"]
+                assert [e["data"] for e in events if e["kind"] == "status"] == [
+                    {"status": "idle", "reason": "created"},
+                    {"status": "queued"},
+                    {"status": "queued", "reason": "requeued after restart"},
+                    {"status": "running"},
+                    {"status": "finished", "reason": "agent finished"},
+                ]
+                assert [e["data"]["text"] for e in events if e["kind"] == "message"] == [
+                    f"q{n}"
+                ] * 2

@@ -136,6 +136,22 @@ async def test_check_admission_refuses_exactly_when_hold_would() -> None:
     check_invariant(lane)
 
 
+async def test_room_counts_free_tokens_then_places_in_the_queue() -> None:
+    lane = Lane("run", 0, size=2, max_waiting=3)
+    release = threading.Event()
+    assert lane.room() == 5
+    async with anyio.create_task_group() as tg:
+        for taken in range(1, 6):
+            tg.start_soon(lane.run_sync, release.wait)
+            await wait_until(lambda n=taken: lane.running + lane.waiting == n)
+            assert lane.room() == 5 - taken
+        with pytest.raises(LaneFull):
+            lane.check_admission()
+        release.set()
+    assert lane.room() == 5
+    check_invariant(lane)
+
+
 async def test_retry_after_is_sane_before_any_service_time_and_capped() -> None:
     lanes = Lanes.create(LanesConfig(run_size=2, run_max_waiting=10_000))
     release = anyio.Event()

@@ -12,6 +12,7 @@ from laneway.models import AgentSpec, ConversationRecord, ConversationUpdate, Ne
 from laneway.store import SQLiteEventStore
 from laneway.store._record_cache import RecordCache
 from laneway.store.sqlite import _CONVERSATION_COLUMNS, _record
+from tests.test_store_recovery import recover
 
 
 def record(cid: str, **fields: Any) -> ConversationRecord:
@@ -84,7 +85,7 @@ def test_store_keeps_cached_records_in_step_with_commits(tmp_path: Path) -> None
         assert store.cached_conversation("c1") == _fresh(store, "c1")
         store.append("c1", [], ConversationUpdate(status="running", steps_done=2))
         assert store.cached_conversation("c1") == _fresh(store, "c1")
-        assert store.recover_interrupted("restart") == ["c1"]
+        assert recover(store).paused == ["c1"]
         cached = store.cached_conversation("c1")
         assert cached == _fresh(store, "c1")
         assert cached is not None

@@ -22,6 +22,7 @@ from tests.serverproc import ServerProcess, running_server
 from tests.services import GUARD_S, gate_spec, open_service, wait_idle_lane
 from tests.services import wait_status as wait_service_status
 from tests.test_e2e import C, wait_status
+from tests.test_store_recovery import recover
 
 pytestmark = pytest.mark.anyio
 
@@ -63,8 +64,10 @@ async def test_pausing_the_queue_fits_in_the_grace_even_with_the_io_lane_full(
         gate.set()
     store = SQLiteEventStore(db)
     try:
-        # What could not be written is left to the restart, which pauses it.
-        assert store.recover_interrupted("interrupted by restart") == [a.id, b.id]
+        # What could not be written is left to the restart: the run left behind
+        # is paused, the one still queued is queued again.
+        recovery = recover(store)
+        assert (recovery.paused, [r.id for r in recovery.requeued]) == ([a.id], [b.id])
     finally:
         store.close()
 

@@ -27,6 +27,7 @@ from laneway.models import (
 )
 from laneway.store import DatabaseInUse, NotFound, SQLiteEventStore, _sqlite_schema
 from laneway.store._sqlite_query import event_where, search_sql, seq_window
+from laneway.store._sqlite_writer import INSERT_EVENT, prepare
 
 
 @pytest.fixture(params=["memory", "file"])
@@ -72,6 +73,40 @@ def all_events(store: SQLiteEventStore, cid: str) -> list[Event]:
 def read_pragma(store: SQLiteEventStore, pragma: str) -> object:
     with store._read() as conn:
         return conn.execute(f"PRAGMA {pragma}").fetchone()[0]
+
+
+def database_at_version(
+    path: str, version: int, conversations: Sequence[tuple[ConversationRecord, Sequence[NewEvent]]]
+) -> None:
+    """Leave at ``path`` a database as a laneway of schema ``version`` wrote it;
+    in plain SQL, since this store writes the columns later versions added."""
+    conn = _sqlite_schema.connect(path, reader=False)
+    try:
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(_sqlite_schema, "MIGRATIONS", _sqlite_schema.MIGRATIONS[:version])
+            _sqlite_schema.migrate(conn)
+        for r, events in conversations:
+            conn.execute(
+                "INSERT INTO conversations (id, title, status, agent, max_steps, created_at,"
+                " updated_at, last_seq) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    r.id,
+                    r.title,
+                    r.status,
+                    msgspec.json.encode(r.agent).decode(),
+                    r.max_steps,
+                    r.created_at,
+                    r.updated_at,
+                    len(events),
+                ),
+            )
+            rows = [
+                (r.id, seq, eid, r.updated_at, *fields)
+                for seq, (eid, *fields) in enumerate(prepare(events), 1)
+            ]
+            conn.executemany(INSERT_EVENT, rows)
+    finally:
+        conn.close()
 
 
 # -- conversations -------------------------------------------------------------
@@ -581,20 +616,19 @@ def test_a_reopened_store_never_stamps_earlier_than_what_it_holds(
         store.close()
 
 
-@pytest.mark.parametrize("version", [1, 2, 4])
+@pytest.mark.parametrize("version", [1, 2, 4, 5])
 def test_older_schemas_migrate_to_one_kind_source_index_and_keep_the_data(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, version: int
+    tmp_path: Path, version: int
 ) -> None:
     path = str(tmp_path / f"v{version}.db")
-    full = _sqlite_schema.MIGRATIONS
-    monkeypatch.setattr(_sqlite_schema, "MIGRATIONS", full[:version])
-    store = SQLiteEventStore(path)
-    cid = create(store, events=[msg("kept"), NewEvent("tool_result", "tool", {})])
-    store.close()
-    monkeypatch.setattr(_sqlite_schema, "MIGRATIONS", full)
+    record = new_record()
+    cid = record.id
+    database_at_version(
+        path, version, [(record, [msg("kept"), NewEvent("tool_result", "tool", {})])]
+    )
     store = SQLiteEventStore(path)
     try:
-        assert read_pragma(store, "user_version") == len(full)
+        assert read_pragma(store, "user_version") == len(_sqlite_schema.MIGRATIONS)
         with store._read() as conn:
             names = {
                 r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'index'")
@@ -613,27 +647,6 @@ def test_older_schemas_migrate_to_one_kind_source_index_and_keep_the_data(
 
 
 # -- recovery ----------------------------------------------------------------------
-
-
-def test_recover_interrupted(store: SQLiteEventStore) -> None:
-    ids = {status: create(store, status, [msg("a")]) for status in STATUSES}
-    recovered = store.recover_interrupted("server restarted")
-    assert sorted(recovered) == sorted([ids["queued"], ids["running"]])
-    for status, cid in ids.items():
-        got = store.get_conversation(cid)
-        assert got is not None
-        if status in ("queued", "running"):
-            assert got.status == "paused"
-            assert got.last_seq == 2
-            last = store.get_event(cid, 2)
-            assert last is not None
-            assert (last.kind, last.source) == ("status", "system")
-            assert last.data == {"status": "paused", "reason": "server restarted"}
-            assert got.updated_at == last.timestamp
-        else:
-            assert got.status == status
-            assert got.last_seq == 1
-    assert store.recover_interrupted("again") == []
 
 
 def test_mark_paused_in_one_call_skips_the_gone(store: SQLiteEventStore) -> None:
@@ -675,8 +688,9 @@ def test_open_tool_calls_are_answered_when_runs_are_paused(
     store.append(cid, [tool("tool_result", "c1")])
     assert tool_waits(store) == 1
     if how == "restart":
-        assert store.recover_interrupted("interrupted by restart") == [cid]
         reason = "interrupted by restart"
+        recovery = store.recover_interrupted(reason, room=0, requeue_reason="", full_reason="")
+        assert recovery.paused == [cid]
     else:
         store.mark_paused([cid], reason := "interrupted by shutdown", were_running=True)
     events = all_events(store, cid)

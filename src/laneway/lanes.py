@@ -163,6 +163,11 @@ class Lane:
         worker thread, as an estimate: others may take them meanwhile."""
         return max(0, int(self._limiter.available_tokens) - len(self._waiters))
 
+    def room(self) -> int:
+        """How many more callers :meth:`hold` would take now, one after another,
+        before it refused one: the free tokens, then the places left in the queue."""
+        return self.free_tokens() + max(0, self.max_waiting - len(self._waiters))
+
     def resize(self, size: int) -> None:
         """Change the number of tokens at once.
 

@@ -19,6 +19,7 @@ import anyio
 import anyio.lowlevel
 import msgspec
 
+from laneway import restart
 from laneway.agents import Agent, AgentConfigError, make_agent
 from laneway.broker import EventBroker
 from laneway.errors import Conflict, InvalidRequest, NotFound, RunNotAdmitted, ShuttingDown
@@ -46,6 +47,7 @@ from laneway.models import (
     Status,
     utc_now,
 )
+from laneway.restart import RESTART_REASON as RESTART_REASON  # it was defined here
 from laneway.runhandle import RunHandle, status_event
 from laneway.runs import Runs
 from laneway.store.base import EventStore
@@ -55,7 +57,6 @@ from laneway.views import conversation_view
 log = logging.getLogger("laneway.runs")
 
 DEFAULT_MAX_STEPS = 50
-RESTART_REASON = "interrupted by restart"
 
 
 class ConversationService:
@@ -88,10 +89,13 @@ class ConversationService:
 
     async def __aenter__(self) -> Self:
         self._token = anyio.lowlevel.current_token()
-        recovered = await self.lanes.io.run_sync(self.store.recover_interrupted, RESTART_REASON)
-        for cid in recovered:
-            log.info("run %s paused: %s", cid, RESTART_REASON)
+        recovery = await restart.settle(self.store, self.lanes)
         await self.runs.__aenter__()
+        try:
+            await restart.requeue(self.runs, recovery.requeued)
+        except BaseException as exc:
+            await self.runs.__aexit__(type(exc), exc, exc.__traceback__)
+            raise
         return self
 
     async def __aexit__(

@@ -1,4 +1,5 @@
-"""Pausing runs that the process can no longer finish, at startup or shutdown.
+"""Pausing runs that the process can no longer finish, at startup or shutdown,
+and queueing again, at startup, the runs a crash left queued.
 
 A run cut off mid-step may leave tool calls with no result: killed while they
 ran, or before they could start. Every such call gets a result saying so, in
@@ -19,7 +20,7 @@ from typing import Any
 
 import msgspec
 
-from laneway.models import ConversationUpdate, NewEvent
+from laneway.models import ConversationRecord, ConversationUpdate, NewEvent, Status
 from laneway.store._sqlite_writer import INSERT_EVENT, Append, Writer
 from laneway.store.base import NotFound
 
@@ -29,8 +30,8 @@ _TOOL_EVENTS = (
 )
 _WAITING = "SELECT call_id FROM tool_waits WHERE conversation_id = ?"
 _FORGET_WAITING = "DELETE FROM tool_waits WHERE conversation_id = ?"
-_PAUSE_ALL = (
-    "UPDATE conversations SET last_seq = last_seq + 1, updated_at = ?, status = 'paused'"
+_SET_STATUS_ALL = (
+    "UPDATE conversations SET last_seq = last_seq + 1, updated_at = ?, status = ?"
     " WHERE id IN (SELECT value FROM json_each(?)) RETURNING id, last_seq"
 )
 _decode = msgspec.json.Decoder(dict[str, Any]).decode
@@ -81,10 +82,10 @@ def pause_locked(
     """Mark each conversation that exists paused, first answering the open tool
     calls of those whose runs ``were_running``; the writer's lock and a
     transaction are held."""
+    if not were_running:
+        return _status_all_at_once(writer, conn, conversation_ids, "paused", reason)
     status = NewEvent("status", "system", {"status": "paused", "reason": reason})
     update = ConversationUpdate(status="paused")
-    if not were_running:
-        return _pause_all_at_once(writer, conn, conversation_ids, status, update)
     written = []
     for cid in conversation_ids:
         request = Append(cid, [*tool_results_for(conn, cid, reason), status], update)
@@ -96,22 +97,42 @@ def pause_locked(
     return written
 
 
-def _pause_all_at_once(
+def requeue_locked(
+    writer: Writer, conn: sqlite3.Connection, records: Sequence[ConversationRecord], reason: str
+) -> tuple[list[ConversationRecord], list[Append]]:
+    """Give each queued conversation a status event "queued" carrying ``reason``,
+    keeping its place in the queue order; return the records as they now are,
+    in the order given, and the appends made. The writer's lock and a
+    transaction are held."""
+    written = _status_all_at_once(writer, conn, [r.id for r in records], "queued", reason)
+    by_id = {request.conversation_id: request for request in written}
+    requeued = [
+        msgspec.structs.replace(
+            record, last_seq=by_id[record.id].first_seq, updated_at=by_id[record.id].now
+        )
+        for record in records
+    ]
+    return requeued, written
+
+
+def _status_all_at_once(
     writer: Writer,
     conn: sqlite3.Connection,
     conversation_ids: Sequence[str],
-    status: NewEvent,
-    update: ConversationUpdate,
+    status: Status,
+    reason: str,
 ) -> list[Append]:
     """One status event each, in two statements whatever their number: pausing
     10,000 queued runs one append at a time took a second of the shutdown grace
     period."""
+    event = NewEvent("status", "system", {"status": status, "reason": reason})
+    update = ConversationUpdate(status=status)
     now = writer.now()
     ids = msgspec.json.encode(list(conversation_ids)).decode()
-    rows = conn.execute(_PAUSE_ALL, (now, ids)).fetchall()
+    rows = conn.execute(_SET_STATUS_ALL, (now, status, ids)).fetchall()
     written = []
     for cid, last_seq in rows:
-        request = Append(cid, [status], update)
+        request = Append(cid, [event], update)
         request.now = now
         request.first_seq = last_seq
         written.append(request)

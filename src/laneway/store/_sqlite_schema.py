@@ -100,6 +100,26 @@ MIGRATIONS: list[tuple[str, ...]] = [
         """,
         "DROP TABLE tool_starts",
     ),
+    (
+        # The order conversations entered the run queue in, so that a restart
+        # queues them again in that order: each time a status becomes "queued",
+        # the writer gives it the next number (see Writer.next_queue_order). No
+        # index: it is read once, at startup, for the queued rows only, which
+        # conversations_status finds and one sort orders; an index would cost
+        # every admission a page write.
+        "ALTER TABLE conversations ADD COLUMN queue_order INTEGER",
+        # Runs a database of the previous version left queued had no number;
+        # the time of their last write (the "queued" status, unless a message
+        # came after it) is the best order their rows tell.
+        """
+        UPDATE conversations SET queue_order = queued.n
+        FROM (
+            SELECT pk, row_number() OVER (ORDER BY updated_at, pk) AS n
+            FROM conversations WHERE status = 'queued'
+        ) AS queued
+        WHERE conversations.pk = queued.pk
+        """,
+    ),
 ]
 
 BUSY_TIMEOUT_MS = 10_000

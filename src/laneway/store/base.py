@@ -11,6 +11,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Protocol
 
+import msgspec
+
 from laneway.models import (
     ConversationRecord,
     ConversationUpdate,
@@ -32,11 +34,26 @@ class StoreUnavailable(Exception):
     disk does, without a restart."""
 
 
+class Recovery(msgspec.Struct, frozen=True):
+    """What :meth:`EventStore.recover_interrupted` made of the runs a stopped
+    process left queued or running."""
+
+    # Were running: now paused, their open tool calls answered.
+    paused: list[str]
+    # Were queued, and still are, the first queued first: for the caller to
+    # queue again, in this order.
+    requeued: list[ConversationRecord]
+    # Were queued, past the room given: now paused.
+    not_requeued: list[str]
+
+
 class EventStore(Protocol):
     def create_conversation(
         self, record: ConversationRecord, events: Sequence[NewEvent] = ()
     ) -> list[Event]:
-        """Insert a conversation and its first events in one transaction."""
+        """Insert a conversation and its first events in one transaction. One
+        created "queued" takes the next place in the queue order (see
+        :meth:`recover_interrupted`)."""
         ...
 
     def get_conversation(self, conversation_id: str) -> ConversationRecord | None: ...
@@ -70,6 +87,8 @@ class EventStore(Protocol):
         update: ConversationUpdate | None = None,
     ) -> list[Event]:
         """Append events with the next seqs, and apply ``update``, atomically.
+        An update to the status "queued" takes the next place in the queue
+        order (see :meth:`recover_interrupted`).
 
         Raises :class:`NotFound` when the conversation does not exist.
         """
@@ -95,11 +114,24 @@ class EventStore(Protocol):
         """Up to ``limit`` events with seq > after_seq, ascending (stream replay)."""
         ...
 
-    def recover_interrupted(self, reason: str) -> list[str]:
-        """Mark every queued or running conversation paused, with a status event
-        carrying ``reason``, and answer a running one's tool calls left without
-        a result ("not run: <reason>" for one noted as waiting, else "lost:
-        <reason>"); return their ids. Called once at startup."""
+    def recover_interrupted(
+        self, reason: str, *, room: int, requeue_reason: str, full_reason: str
+    ) -> Recovery:
+        """Settle, in one transaction, the runs a stopped process left; called
+        once at startup, before any run starts.
+
+        A running conversation becomes paused, with a status event carrying
+        ``reason``, and its tool calls left without a result are answered ("not
+        run: <reason>" for one noted as waiting, else "lost: <reason>"): its
+        step may have had effects, so it is not run again unasked.
+
+        Queued ones are taken in the order their statuses became "queued": a
+        store numbers each such write as it commits it, and gives writes
+        committed together in one transaction numbers in the order they were
+        made, so no two share a place. The first ``room`` stay queued, each
+        with a status event "queued" carrying ``requeue_reason``, for the
+        caller to queue again in that order; the rest become paused, with a
+        status event carrying ``full_reason``."""
         ...
 
     def mark_paused(

@@ -20,7 +20,6 @@ from typing import IO, Any
 import msgspec
 
 from laneway.models import (
-    ACTIVE_STATUSES,
     STATUSES,
     AgentSpec,
     ConversationRecord,
@@ -42,9 +41,10 @@ from laneway.store._sqlite_query import (
     search_sql,
     seq_window,
 )
-from laneway.store._sqlite_recovery import pause_locked
+from laneway.store._sqlite_recovery import pause_locked, requeue_locked
 from laneway.store._sqlite_schema import DatabaseInUse, claim, connect, is_memory, migrate
 from laneway.store._sqlite_writer import Append, Writer, insert_events
+from laneway.store.base import Recovery
 
 __all__ = ["DatabaseInUse", "SQLiteEventStore"]
 
@@ -55,7 +55,22 @@ _INSERT_CONVERSATION = (
     f"INSERT INTO conversations ({_CONVERSATION_COLUMNS})"
     f" VALUES ({', '.join('?' * len(_CONVERSATION_FIELDS))})"
 )
+_INSERT_QUEUED_CONVERSATION = (
+    f"INSERT INTO conversations ({_CONVERSATION_COLUMNS}, queue_order)"
+    f" VALUES ({', '.join('?' * (len(_CONVERSATION_FIELDS) + 1))})"
+)
 _EVENT_COLUMNS = "seq, id, timestamp, kind, source, data"
+_RUNNING = "SELECT id FROM conversations WHERE status = 'running' ORDER BY pk"
+# pk only breaks ties that cannot happen; conversations_status finds the rows.
+_QUEUED = (
+    f"SELECT {_CONVERSATION_COLUMNS} FROM conversations WHERE status = 'queued'"
+    " ORDER BY queue_order, pk"
+)
+# Only the numbers of queued conversations are ever compared (see
+# recover_interrupted), so numbering goes on from the newest of theirs.
+_LAST_QUEUE_ORDER = (
+    "SELECT coalesce(max(queue_order), 0) FROM conversations WHERE status = 'queued'"
+)
 _MAX_PK = 2**63 - 1
 # Records kept in memory; a few MB, and more than the conversations a busy server
 # touches between two reads of the same one.
@@ -119,7 +134,14 @@ class SQLiteEventStore:
             "SELECT coalesce(max(e.timestamp), '') FROM conversations c CROSS JOIN events e"
             " WHERE e.conversation_id = c.id AND e.seq = c.last_seq"
         ).fetchone()
-        self._writer = Writer(conn, last_stamp, self._committed, self._checkpoint_count)
+        (last_queue_order,) = conn.execute(_LAST_QUEUE_ORDER).fetchone()
+        self._writer = Writer(
+            conn,
+            last_stamp,
+            self._committed,
+            self._checkpoint_count,
+            last_queue_order=last_queue_order,
+        )
         self._local = threading.local()
         self._readers: list[tuple[weakref.ref[threading.Thread], sqlite3.Connection]] = []
         self._readers_lock = threading.Lock()
@@ -198,7 +220,10 @@ class SQLiteEventStore:
         row[_CONVERSATION_FIELDS.index("agent")] = _encode(record.agent).decode()
         row[_CONVERSATION_FIELDS.index("last_seq")] = len(request.prepared)
         with self._writer.transaction() as conn:
-            conn.execute(_INSERT_CONVERSATION, row)
+            if record.status == "queued":
+                conn.execute(_INSERT_QUEUED_CONVERSATION, [*row, self._writer.next_queue_order()])
+            else:
+                conn.execute(_INSERT_CONVERSATION, row)
             request.now = self._writer.now()
             request.first_seq = 1
             insert_events(conn, request)
@@ -263,20 +288,22 @@ class SQLiteEventStore:
         self._records.discard(conversation_id)
         return cur.rowcount > 0
 
-    def recover_interrupted(self, reason: str) -> list[str]:
-        active = sorted(ACTIVE_STATUSES)
-        marks = ", ".join("?" * len(active))
-        sql = f"SELECT id, status FROM conversations WHERE status IN ({marks}) ORDER BY pk"
+    def recover_interrupted(
+        self, reason: str, *, room: int, requeue_reason: str, full_reason: str
+    ) -> Recovery:
+        room = max(room, 0)
         with self._writer.transaction() as conn:
-            found = conn.execute(sql, active).fetchall()
-            # A queued one's last run ended, and answered its calls.
-            running = [cid for cid, status in found if status == "running"]
-            queued = [cid for cid, status in found if status != "running"]
+            running = [cid for (cid,) in conn.execute(_RUNNING)]
+            queued = [_record(row) for row in conn.execute(_QUEUED)]
             requests = pause_locked(self._writer, conn, running, reason, were_running=True)
-            requests += pause_locked(self._writer, conn, queued, reason, were_running=False)
+            requeued, written = requeue_locked(self._writer, conn, queued[:room], requeue_reason)
+            requests += written
+            # A queued one's last run ended, and answered its calls.
+            rest = [record.id for record in queued[room:]]
+            requests += pause_locked(self._writer, conn, rest, full_reason, were_running=False)
         for request in requests:
             self._committed(request)
-        return [cid for cid, _ in found]
+        return Recovery(paused=running, requeued=requeued, not_requeued=rest)
 
     def mark_paused(
         self, conversation_ids: Sequence[str], reason: str, *, were_running: bool = False
