@@ -58,6 +58,7 @@ TRIGGERS: list[Trigger] = [
     EndAsked(read_seq=3, request="pause"),
     EndAsked(read_seq=3, request="give_up"),
     ThreadReturned(),
+    ThreadReturned(failed=True),
     Deleted(),
     ShutdownBegan(),
     GraceExpired(),
@@ -199,6 +200,10 @@ def test_a_run_that_stopped_with_messages_unread_starts_again_in_its_token() -> 
     state, _ = run(at(Phase.RUNNING, newest_message_seq=5), EndAsked(3, "stop"))
     state, effects = transition(state, ThreadReturned())
     assert (state.phase, state.rerun, effects) == (Phase.RUNNING, False, (StartAgain(),))
+    # Its thread failed (its last writes refused): it ends, whatever it claimed.
+    state, _ = run(at(Phase.RUNNING, newest_message_seq=5), EndAsked(3, "stop"))
+    state, effects = transition(state, ThreadReturned(failed=True))
+    assert (state.phase, state.rerun, effects) == (Phase.ENDING, False, ())
     # Deleted meanwhile: it just ends.
     state, _ = run(at(Phase.RUNNING, newest_message_seq=5), EndAsked(3, "stop"), Deleted())
     assert transition(state, ThreadReturned()) == (

@@ -9,9 +9,9 @@ from typing import Any
 import anyio
 import pytest
 
-from laneway.errors import Conflict, NotFound, RunNotAdmitted, ShuttingDown
+from laneway.errors import Conflict, NotFound, RunNotAdmitted, ShuttingDown, StoreUnavailable
 from laneway.lanes import SHARED_POOL_SIZE, LaneFull
-from laneway.models import AgentSpec, Conversation, Event, EventFilter
+from laneway.models import AgentSpec, Conversation, ConversationUpdate, Event, EventFilter
 from laneway.service import ConversationService
 from tests import agents
 from tests.lanes_held import lane_held
@@ -19,6 +19,7 @@ from tests.services import (
     GUARD_S,
     all_events,
     full_run_queue,
+    gate_spec,
     gated_run,
     open_service,
     queued_with_a_write_held,
@@ -345,3 +346,31 @@ async def test_a_run_ending_after_a_stuck_step_needs_no_io_token(fail: bool) -> 
         ending = ["stuck", "error"] if fail else ["stuck"]
         assert statuses(events)[-len(ending) :] == ending
         assert statuses(events).count("stuck") == 1  # the watchdog's write found it done
+
+
+async def test_a_run_that_stopped_with_messages_unread_and_then_failed_to_write_ends(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A run at max_steps with a message unread starts again in its token; if
+    # its last writes then fail (a full disk), it must end in error instead.
+    async with open_service() as service:
+        spec, gate = gate_spec()
+        try:
+            conv = await service.create(agent=spec, initial_message="a", max_steps=1)
+            entered = agents.gate(spec.config["gate"] + ":entered")
+            assert await anyio.to_thread.run_sync(entered.wait, GUARD_S)
+            await service.send_message(conv.id, "read by no step of this run")
+            store_append = service.store.append
+
+            def append(cid: str, events: Any, update: ConversationUpdate | None = None) -> Any:
+                if update is not None and update.status in ("finished", "error"):
+                    raise StoreUnavailable("disk full")
+                return store_append(cid, events, update)
+
+            monkeypatch.setattr(service.store, "append", append)
+        finally:
+            gate.set()
+        await wait_idle_lane(service)
+        view = await service.get(conv.id)
+        assert (view.status, view.last_error) == ("error", "StoreUnavailable: disk full")
+        monkeypatch.undo()

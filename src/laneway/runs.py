@@ -406,32 +406,40 @@ class Runs:
         while True:
             # Shielded: a run is never cancelled mid-step. Only shutdown past its
             # grace period cancels this scope, leaving the thread behind.
+            failure = None
             with anyio.CancelScope(shield=True) as thread_scope:
                 handle.thread_scope = thread_scope
                 try:
                     state = await self.lanes.run.to_thread(execute, abandon_on_cancel=True)
                 except Exception as exc:
-                    # The agent's own errors end in an "error" status inside the
-                    # thread; this is the store failing under the run (or a bug).
-                    # The run ends in error all the same, its status owed if the
-                    # store still refuses it.
-                    reason = f"{type(exc).__name__}: {exc}"
-                    if isinstance(exc, StoreUnavailable):
-                        log.error("run %s ended: its writes failed: %s", cid, exc)
-                    else:
-                        log.exception("run %s ended: %s", cid, reason)
-                    update = ConversationUpdate(status="error", last_error=reason)
-                    handle.fire(ThreadReturned())
-                    return [error_event(exc), status_event("error", reason)], update
-                if state is not None and not handle.state.deleted:
-                    self.agents[cid] = state
-            effects = handle.fire(ThreadReturned())
+                    failure = self._failure(cid, exc)
+                else:
+                    if state is not None and not handle.state.deleted:
+                        self.agents[cid] = state
+            effects = handle.fire(ThreadReturned(failed=failure is not None))
+            if failure is not None:
+                return failure
             self._log_end(handle)
             if StartAgain() not in effects:
                 return None
             handle.start_again()
             log.info("run %s started again for messages left unread", cid)
             execute = runner.execute_again
+
+    def _failure(
+        self, conversation_id: str, exc: Exception
+    ) -> tuple[list[NewEvent], ConversationUpdate]:
+        """What to store for a run whose thread raised. The agent's own errors end
+        in an "error" status inside the thread; this is the store failing under
+        the run (or a bug). The run ends in error all the same, its status owed
+        if the store still refuses it."""
+        reason = f"{type(exc).__name__}: {exc}"
+        if isinstance(exc, StoreUnavailable):
+            log.error("run %s ended: its writes failed: %s", conversation_id, exc)
+        else:
+            log.exception("run %s ended: %s", conversation_id, reason)
+        update = ConversationUpdate(status="error", last_error=reason)
+        return [error_event(exc), status_event("error", reason)], update
 
     def _log_end(self, handle: RunHandle) -> None:
         cid = handle.conversation_id

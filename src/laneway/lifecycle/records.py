@@ -67,7 +67,10 @@ class EndAsked(Trigger, frozen=True):
 
 
 class ThreadReturned(Trigger, frozen=True):
-    pass
+    """The run's thread has returned; ``failed``: by raising (its writes failed),
+    so the run ends whatever it had claimed."""
+
+    failed: bool = False
 
 
 class Deleted(Trigger, frozen=True):

@@ -226,7 +226,8 @@ def _end_asked(state: RunState, trigger: Trigger) -> Outcome:
 
 
 def _thread_returned(state: RunState, trigger: Trigger) -> Outcome:
-    if state.rerun and not state.deleted:
+    assert isinstance(trigger, ThreadReturned)
+    if state.rerun and not state.deleted and not trigger.failed:
         return _replace(state, rerun=False), (StartAgain(),)
     return _replace(state, phase=Phase.ENDING, rerun=False), ()
 
