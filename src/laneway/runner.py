@@ -22,7 +22,7 @@ import anyio.from_thread
 from laneway.agents import Agent, StepResult, ToolCall, ToolResult, Turn, make_agent
 from laneway.broker import EventBroker
 from laneway.lanes import Lanes
-from laneway.lifecycle import Claimed, EndAsked, EndRequest
+from laneway.lifecycle import Claimed, EndAsked, EndRequest, owed
 from laneway.models import (
     ConversationRecord,
     ConversationUpdate,
@@ -205,7 +205,7 @@ class Runner:
     def _claim(self, request: EndRequest) -> Claimed | None:
         """Ask the loop whether the run may end; the claim, or None to go on."""
         effects = anyio.from_thread.run_sync(self.handle.fire, EndAsked(self.read_seq, request))
-        return next((e for e in effects if isinstance(e, Claimed)), None)
+        return owed(effects, Claimed)
 
     def _run_tools(self, state: AgentState, calls: list[ToolCall]) -> list[ToolResult]:
         results: list[ToolResult] = anyio.from_thread.run(self._fan_out, state, calls)

@@ -37,6 +37,7 @@ from laneway.lifecycle import (
     ThreadReturned,
     TokenGranted,
     WriteStatus,
+    owed,
 )
 from laneway.models import ConversationRecord, ConversationUpdate, Event, NewEvent, Status
 from laneway.owed import OwedStatuses
@@ -289,9 +290,8 @@ class Runs:
                     await self._tg.start(self._run_task, handle, record)
                 except LaneFull as exc:
                     # Others filled the queue while "queued" was being written.
-                    for effect in handle.fire(QueueRefused()):
-                        if isinstance(effect, PutBack):
-                            await self._put_back(record, effect.reason)
+                    if put_back := owed(handle.fire(QueueRefused()), PutBack):
+                        await self._put_back(record, put_back.reason)
                     if first:
                         raise RunNotAdmitted(exc, event=stored[0]) from exc
                     raise
@@ -376,9 +376,8 @@ class Runs:
                 # Written once the run token is back: never wait for io holding it.
                 await self._write_owed(cid, *failure)
             if handle.phase is Phase.LEAVING:
-                for effect in handle.fire(LeftQueue()):
-                    if isinstance(effect, WriteStatus):
-                        await self._write_status(cid, effect.status, effect.reason)
+                if write := owed(handle.fire(LeftQueue()), WriteStatus):
+                    await self._write_status(cid, write.status, write.reason)
                 log.info("run %s left the queue", cid)
         finally:
             # One refused a place in the queue is launch()'s to forget, after it

@@ -25,6 +25,7 @@ from laneway.broker import EventBroker
 from laneway.errors import Conflict, InvalidRequest, NotFound, RunNotAdmitted, ShuttingDown
 from laneway.lanes import LaneFull, Lanes
 from laneway.lifecycle import (
+    IN_FLIGHT_PHASES,
     WAITING_PHASES,
     Accepted,
     Deleted,
@@ -32,6 +33,7 @@ from laneway.lifecycle import (
     MessageStored,
     PauseAsked,
     Phase,
+    owed,
     visible_status,
 )
 from laneway.models import (
@@ -289,10 +291,9 @@ class ConversationService:
             )
         else:
             [event] = await self._append(conversation_id, [message])
+            handle = self.runs.handles.get(conversation_id) if if_running == "interrupt" else None
             # A running run reads every message; this one stops its step first.
-            handle = self.runs.handles.get(conversation_id)
-            interrupt = if_running == "interrupt" and handle is not None
-            if interrupt and handle and Accepted() in handle.fire(MessageStored(event.seq)):
+            if handle is not None and owed(handle.fire(MessageStored(event.seq)), Accepted):
                 self._interrupt_step(handle)
         return event, await self.get(conversation_id)
 
@@ -314,7 +315,7 @@ class ConversationService:
 
     def _run_in_flight(self, conversation_id: str) -> bool:
         handle = self.runs.handles.get(conversation_id)
-        return handle is not None and handle.phase in (Phase.RESERVED, Phase.QUEUED, Phase.RUNNING)
+        return handle is not None and handle.phase in IN_FLIGHT_PHASES
 
     def _interrupt_step(self, handle: RunHandle) -> None:
         if handle.phase is Phase.RUNNING:
@@ -349,9 +350,7 @@ class ConversationService:
 
     async def _hand_to_run(self, handle: RunHandle, event: Event) -> bool:
         """Give a stored message to a run; False if that run will not read it."""
-        accepted = next(
-            (e for e in handle.fire(MessageStored(event.seq)) if isinstance(e, Accepted)), None
-        )
+        accepted = owed(handle.fire(MessageStored(event.seq)), Accepted)
         if accepted is None:
             # It has agreed to end, or is leaving the queue, or the server is
             # stopping; once it has gone, a new run reads the message (or the

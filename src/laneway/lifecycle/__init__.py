@@ -29,8 +29,10 @@ from laneway.lifecycle.records import (
     TokenGranted,
     Trigger,
     WriteStatus,
+    owed,
 )
 from laneway.lifecycle.table import (
+    IN_FLIGHT_PHASES,
     INTERRUPT_REASON,
     PAUSE_REASON,
     QUEUED_REASON,
@@ -45,6 +47,7 @@ from laneway.lifecycle.table import (
 
 __all__ = [
     "INTERRUPT_REASON",
+    "IN_FLIGHT_PHASES",
     "PAUSE_REASON",
     "QUEUED_REASON",
     "TABLE",
@@ -79,6 +82,7 @@ __all__ = [
     "TokenGranted",
     "Trigger",
     "WriteStatus",
+    "owed",
     "transition",
     "visible_status",
 ]

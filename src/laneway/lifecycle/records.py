@@ -4,7 +4,8 @@ protocol events are dataclasses: data, no behaviour."""
 
 from __future__ import annotations
 
-from typing import Literal
+from collections.abc import Sequence
+from typing import Literal, TypeVar
 
 import msgspec
 
@@ -147,3 +148,11 @@ class Claimed(Effect, frozen=True):
 
 class Declined(Effect, frozen=True):
     """The run must go on: a message came, or a pause was withdrawn."""
+
+
+E = TypeVar("E", bound=Effect)
+
+
+def owed(effects: Sequence[Effect], kind: type[E]) -> E | None:
+    """The effect of ``kind`` among what a transition owes, if it owes one."""
+    return next((e for e in effects if isinstance(e, kind)), None)

@@ -326,6 +326,9 @@ def transition(state: RunState, trigger: Trigger) -> Outcome:
 # -- what clients see -----------------------------------------------------------
 
 WAITING_PHASES = frozenset({Phase.RESERVED, Phase.REFUSED, Phase.QUEUED, Phase.LEAVING})
+# A run queued or running that will read a message sent now (the phases whose
+# rows answer MessageStored with Accepted, bar a pause not yet taken).
+IN_FLIGHT_PHASES = frozenset({Phase.RESERVED, Phase.QUEUED, Phase.RUNNING})
 
 
 def visible_status(stored: Status, state: RunState | None) -> Status:
