@@ -1,5 +1,6 @@
-"""The run lifecycle: admission into the run lane, the task each run lives in,
-the stuck watchdog, and pausing every run at shutdown.
+"""Runs: admission into the run lane and the task each run lives in, with
+what its loop owes it. Pausing every run at shutdown is in :mod:`.shutdown`,
+the stuck watchdog in :mod:`.watchdog`.
 
 Every run is a task in this object's task group, so closing it leaves nothing
 running. It writes the statuses that happen on the loop (queued, paused while
@@ -23,15 +24,11 @@ from laneway.broker import EventBroker
 from laneway.errors import NotFound, RunNotAdmitted, ShuttingDown
 from laneway.lanes import LaneFull, Lanes
 from laneway.lifecycle import (
-    QUEUED_REASON,
     Enqueued,
-    GraceExpired,
-    JoinShutdownBatch,
     LeftQueue,
     Phase,
     PutBack,
     QueueRefused,
-    ShutdownBegan,
     StartAgain,
     TaskEnded,
     ThreadReturned,
@@ -41,17 +38,14 @@ from laneway.lifecycle import (
 )
 from laneway.models import ConversationRecord, ConversationUpdate, Event, NewEvent, Status
 from laneway.owed import OwedStatuses
-from laneway.runhandle import RunHandle, StuckStep, status_event
+from laneway.runhandle import RunHandle, status_event
 from laneway.runner import AgentState, Runner, error_event
+from laneway.shutdown import pause_all
 from laneway.store.base import EventStore, StoreUnavailable
 from laneway.toolcalls import tool_result_data
+from laneway.watchdog import watch_stuck_steps
 
 log = logging.getLogger("laneway.runs")
-
-SHUTDOWN_REASON = "interrupted by shutdown"
-# Past the grace period, how long shutdown may still wait to store the pauses of
-# the runs it leaves behind (and any status owed), should the io lane be full.
-FINAL_WRITES_S = 1.0
 
 
 class Append(Protocol):
@@ -101,7 +95,7 @@ class Runs:
     async def __aenter__(self) -> Runs:
         self._tg = anyio.create_task_group()
         await self._tg.__aenter__()
-        self._tg.start_soon(self._watch_stuck_steps)
+        self._tg.start_soon(watch_stuck_steps, self, self._tg.start_soon)
         self._tg.start_soon(self.broker.pace)
         self._tg.start_soon(self.owed.keep_settling)
         self._admitting = True
@@ -165,52 +159,9 @@ class Runs:
     async def _shutdown(self) -> None:
         try:
             with anyio.CancelScope(shield=True):
-                await self._pause_all(anyio.current_time() + self.shutdown_grace_s)
+                await pause_all(self, anyio.current_time() + self.shutdown_grace_s)
         finally:
             self._shut_down.set()
-
-    async def _pause_all(self, deadline: float) -> None:
-        """Pause every run, wait until ``deadline``, then leave behind (marked
-        paused in the store) any run whose step will not return."""
-        queued = [
-            handle.conversation_id
-            for handle in list(self.handles.values())
-            if JoinShutdownBatch() in handle.fire(ShutdownBegan())
-        ]
-        with anyio.CancelScope(deadline=deadline):
-            await self._mark_paused(queued, QUEUED_REASON)
-            for handle in list(self.handles.values()):
-                await handle.done.wait()
-        left_behind = [h for h in self.handles.values() if not h.done.is_set()]
-        for handle in left_behind:
-            handle.fire(GraceExpired())
-        # What could not be written by now is left to the restart, which pauses
-        # every run still "queued" or "running".
-        with anyio.move_on_after(FINAL_WRITES_S), contextlib.suppress(StoreUnavailable):
-            await self._mark_paused(
-                [h.conversation_id for h in left_behind], SHUTDOWN_REASON, were_running=True
-            )
-            await self.owed.settle_all()
-
-    async def _mark_paused(
-        self, conversation_ids: list[str], reason: str, *, were_running: bool = False
-    ) -> None:
-        """Pause many runs in one io call: one each could overflow the io lane's
-        queue, since the run queue may be far longer. Conversations deleted
-        meanwhile are skipped."""
-        if not conversation_ids:
-            return
-        try:
-            stored = await self.lanes.io.run_sync_patiently(
-                functools.partial(self.store.mark_paused, were_running=were_running),
-                conversation_ids,
-                reason,
-            )
-        except StoreUnavailable as exc:
-            log.error("%d runs not marked paused (a restart will): %s", len(conversation_ids), exc)
-            return
-        for cid, events in stored.items():
-            self.broker.publish(cid, events)
 
     def check_admission(self) -> None:
         """Raise ShuttingDown, or LaneFull (counted as rejected), if a run could not
@@ -446,31 +397,3 @@ class Runs:
             log.error("run %s error: %s", cid, handle.error)
         else:
             log.info("run %s ended: %s", cid, handle.ending or "stopped")
-
-    async def _watch_stuck_steps(self) -> None:
-        interval = min(1.0, self.step_timeout_s / 4)
-        while True:
-            await anyio.sleep(interval)
-            for handle in list(self.handles.values()):
-                stuck = handle.check_stuck(self.step_timeout_s)
-                if stuck is not None and self._tg is not None:
-                    self._tg.start_soon(self._mark_stuck, handle.conversation_id, stuck)
-
-    async def _mark_stuck(self, conversation_id: str, stuck: StuckStep) -> None:
-        log.warning("run %s stuck: %s", conversation_id, stuck.reason)
-
-        def write() -> list[Event]:
-            # None: the step returned first, and its run wrote the status.
-            return stuck.write(functools.partial(self.store.append, conversation_id)) or []
-
-        # As _write_status, but the write is claimed only once it is under way.
-        with anyio.CancelScope(shield=True), contextlib.suppress(NotFound):
-            try:
-                stored = await self.lanes.io.run_sync_patiently(write)
-            except StoreUnavailable as exc:
-                update = ConversationUpdate(status="stuck")
-                self.owed.owe(
-                    conversation_id, [status_event("stuck", stuck.reason)], update, str(exc)
-                )
-                return
-            self.broker.publish(conversation_id, stored)
