@@ -14,11 +14,10 @@ from starlette.types import Message
 from laneway import waiting
 from tests import agents
 from tests.apiclient import api_client, service
+from tests.test_api import GUARD_S, C
 
 pytestmark = pytest.mark.anyio
 
-GUARD_S = 15
-C = "/api/conversations"
 WAIT_FIELDS = {"conversation", "events", "next_cursor"}
 
 

@@ -13,13 +13,10 @@ import pytest
 
 from tests import file_gate
 from tests.serverproc import ServerProcess, running_server
+from tests.test_api_waits import statuses
+from tests.test_e2e import AUTH, GUARD_S, KEY, C
 
 pytestmark = pytest.mark.anyio
-
-GUARD_S = 30
-C = "/api/conversations"
-KEY = "e2e-key"
-AUTH = {"X-Session-API-Key": KEY}
 
 
 @pytest.fixture
@@ -38,10 +35,6 @@ def client_for(server: ServerProcess, timeout: float = GUARD_S) -> httpx.AsyncCl
 
 def replies(body: dict[str, Any]) -> list[str]:
     return [e["data"]["text"] for e in body["events"] if e["source"] == "agent"]
-
-
-def statuses(body: dict[str, Any]) -> list[str]:
-    return [e["data"]["status"] for e in body["events"] if e["kind"] == "status"]
 
 
 async def test_create_message_and_get_wait_answer_once_the_run_has_ended(

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import threading
 import uuid
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from typing import Any
 
 import anyio
@@ -13,30 +11,13 @@ import pytest
 
 from laneway import waiting
 from laneway.errors import NotFound
-from laneway.lanes import Lanes, LanesConfig
-from laneway.models import AgentSpec, ConversationUpdate, Event, EventFilter, Status
-from laneway.service import ConversationService
-from laneway.store import SQLiteEventStore
+from laneway.models import AgentSpec, ConversationUpdate, Event, EventFilter
 from tests import agents
+from tests.services import GUARD_S, open_service, statuses
 
 pytestmark = pytest.mark.anyio
 
-GUARD_S = 15  # only a guard against hangs
 USER_MESSAGES = EventFilter(kind="message", source="user")
-
-
-@asynccontextmanager
-async def open_service(**lanes: Any) -> AsyncIterator[ConversationService]:
-    store = SQLiteEventStore(":memory:")
-    service = ConversationService(
-        store, Lanes.create(LanesConfig(**lanes)), allowed_agents=agents.ALLOWED
-    )
-    try:
-        with anyio.fail_after(GUARD_S):
-            async with service:
-                yield service
-    finally:
-        store.close()
 
 
 class Gate:
@@ -51,10 +32,6 @@ class Gate:
     async def wait_entered(self) -> None:
         """Until a step is inside the gate; the run is then running."""
         assert await anyio.to_thread.run_sync(self.entered.wait, GUARD_S)
-
-
-def statuses(events: list[Event]) -> list[Status]:
-    return [e.data["status"] for e in events if e.kind == "status"]
 
 
 def replies(events: list[Event]) -> list[str]:
