@@ -11,9 +11,8 @@ from pathlib import Path
 import pytest
 
 from laneway.lanes import SHARED_POOL_SIZE, LaneFull
-from laneway.models import AgentSpec, ConversationRecord, NewEvent, utc_now
+from laneway.models import AgentSpec, ConversationRecord, NewEvent, status_event, utc_now
 from laneway.restart import NOT_REQUEUED_REASON, REQUEUE_REASON, RESTART_REASON
-from laneway.runner import status_event
 from laneway.service import ConversationService
 from laneway.store import SQLiteEventStore
 from laneway.store.base import Recovery

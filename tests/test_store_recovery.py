@@ -11,9 +11,8 @@ from pathlib import Path
 import msgspec
 import pytest
 
-from laneway.models import STATUSES, ConversationUpdate, Event, NewEvent, Status
+from laneway.models import STATUSES, ConversationUpdate, Event, NewEvent, Status, status_event
 from laneway.restart import NOT_REQUEUED_REASON, REQUEUE_REASON, RESTART_REASON
-from laneway.runner import status_event
 from laneway.store import SQLiteEventStore, _sqlite_schema
 from laneway.store.base import Recovery
 from laneway.store.sqlite import _QUEUED

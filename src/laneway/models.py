@@ -69,6 +69,14 @@ class NewEvent(msgspec.Struct, frozen=True):
     data: dict[str, Any]
 
 
+def status_event(status: Status, reason: str | None = None) -> NewEvent:
+    """The event that records a conversation's status changing to ``status``."""
+    data: dict[str, Any] = {"status": status}
+    if reason is not None:
+        data["reason"] = reason
+    return NewEvent("status", "system", data)
+
+
 class ConversationRecord(msgspec.Struct, frozen=True):
     """What the store keeps of a conversation; live fields come from the service."""
 

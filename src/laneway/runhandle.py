@@ -11,7 +11,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Sequence
-from typing import Any, Protocol
+from typing import Protocol
 
 import anyio
 
@@ -26,14 +26,7 @@ from laneway.lifecycle import (
     Trigger,
     transition,
 )
-from laneway.models import ConversationUpdate, Event, NewEvent, Status
-
-
-def status_event(status: Status, reason: str | None = None) -> NewEvent:
-    data: dict[str, Any] = {"status": status}
-    if reason is not None:
-        data["reason"] = reason
-    return NewEvent("status", "system", data)
+from laneway.models import ConversationUpdate, Event, NewEvent, status_event
 
 
 class StuckStep:

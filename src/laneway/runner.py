@@ -29,8 +29,9 @@ from laneway.models import (
     Event,
     EventFilter,
     NewEvent,
+    status_event,
 )
-from laneway.runhandle import RunHandle, StuckStep, status_event
+from laneway.runhandle import RunHandle, StuckStep
 from laneway.store.base import EventStore, NotFound
 from laneway.toolcalls import Spawn, ToolCalls, tool_result_data
 

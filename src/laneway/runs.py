@@ -36,9 +36,16 @@ from laneway.lifecycle import (
     WriteStatus,
     owed,
 )
-from laneway.models import ConversationRecord, ConversationUpdate, Event, NewEvent, Status
+from laneway.models import (
+    ConversationRecord,
+    ConversationUpdate,
+    Event,
+    NewEvent,
+    Status,
+    status_event,
+)
 from laneway.owed import OwedStatuses
-from laneway.runhandle import RunHandle, status_event
+from laneway.runhandle import RunHandle
 from laneway.runner import AgentState, Runner, error_event
 from laneway.shutdown import pause_all
 from laneway.store.base import EventStore, StoreUnavailable

@@ -43,10 +43,11 @@ from laneway.models import (
     NewEvent,
     Order,
     Status,
+    status_event,
     utc_now,
 )
 from laneway.restart import RESTART_REASON as RESTART_REASON  # it was defined here
-from laneway.runhandle import RunHandle, status_event
+from laneway.runhandle import RunHandle
 from laneway.runs import Runs
 from laneway.store.base import EventStore
 from laneway.subscriptions import Follower, following

@@ -12,8 +12,8 @@ from typing import TYPE_CHECKING
 
 import anyio
 
-from laneway.models import ConversationUpdate, Event
-from laneway.runhandle import StuckStep, status_event
+from laneway.models import ConversationUpdate, Event, status_event
+from laneway.runhandle import StuckStep
 from laneway.store.base import NotFound, StoreUnavailable
 from laneway.toolcalls import Spawn
 

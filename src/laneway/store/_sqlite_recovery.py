@@ -20,7 +20,7 @@ from typing import Any
 
 import msgspec
 
-from laneway.models import ConversationRecord, ConversationUpdate, NewEvent, Status
+from laneway.models import ConversationRecord, ConversationUpdate, NewEvent, Status, status_event
 from laneway.store._sqlite_writer import INSERT_EVENT, Append, Writer
 from laneway.store.base import NotFound
 
@@ -84,7 +84,7 @@ def pause_locked(
     transaction are held."""
     if not were_running:
         return _status_all_at_once(writer, conn, conversation_ids, "paused", reason)
-    status = NewEvent("status", "system", {"status": "paused", "reason": reason})
+    status = status_event("paused", reason)
     update = ConversationUpdate(status="paused")
     written = []
     for cid in conversation_ids:
@@ -125,7 +125,7 @@ def _status_all_at_once(
     """One status event each, in two statements whatever their number: pausing
     10,000 queued runs one append at a time took a second of the shutdown grace
     period."""
-    event = NewEvent("status", "system", {"status": status, "reason": reason})
+    event = status_event(status, reason)
     update = ConversationUpdate(status=status)
     now = writer.now()
     ids = msgspec.json.encode(list(conversation_ids)).decode()
