@@ -3,6 +3,7 @@ pausing, putting a status back when a run is refused, and the stuck watchdog."""
 
 from __future__ import annotations
 
+import functools
 import uuid
 from typing import Any
 
@@ -342,7 +343,10 @@ async def test_a_run_ending_after_a_stuck_step_needs_no_io_token(fail: bool) -> 
             agents.gate(name).set()
             # ... and the run, its step returned, writes "stuck" itself and ends.
             await wait_idle_lane(service)
-        events = await all_events(service, conv.id)
+        # Patient: the watchdog's write, refused above, retries and may hold the
+        # one io token at this moment (it then finds the status written).
+        search = functools.partial(service.store.search_events, order="asc", limit=500, cursor=None)
+        events, _ = await service.lanes.io.run_sync_patiently(search, conv.id, EventFilter())
         ending = ["stuck", "error"] if fail else ["stuck"]
         assert statuses(events)[-len(ending) :] == ending
         assert statuses(events).count("stuck") == 1  # the watchdog's write found it done
