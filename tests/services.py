@@ -110,7 +110,10 @@ def hold_writes(
             await release.wait()
         return await append(*args, **kwargs)
 
+    # Runs write "queued" themselves; what they owe (a put-back, a pause) goes
+    # through their OwedStatuses.
     monkeypatch.setattr(service.runs, "_append", held_append)
+    monkeypatch.setattr(service.runs.owed, "_append", held_append)
     return holds
 
 

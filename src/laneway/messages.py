@@ -24,8 +24,9 @@ from laneway.lifecycle import (
     owed,
 )
 from laneway.models import ConversationRecord, Event, IfRunning, NewEvent
+from laneway.owed import Append
 from laneway.runhandle import RunHandle
-from laneway.runs import Append, Runs
+from laneway.runs import Runs
 
 
 class Refusal(Protocol):

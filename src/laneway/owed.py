@@ -7,7 +7,9 @@ here: reads show it at once, so that no conversation shows ``running`` with no
 run behind it; it is written before anything else is written for that
 conversation; and a task of the service's retries every second until the
 store takes writes again, probing the store when nothing is owed but the last
-write failed, so that readiness comes back without a restart.
+write failed, so that readiness comes back without a restart. The loop's
+writes for runs go through :meth:`OwedStatuses.write`, which owes what the
+store refuses.
 """
 
 from __future__ import annotations
@@ -15,13 +17,14 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import Sequence
+from typing import Protocol
 
 import anyio
 import msgspec
 
 from laneway.broker import EventBroker
 from laneway.lanes import Lane
-from laneway.models import ConversationRecord, ConversationUpdate, NewEvent
+from laneway.models import ConversationRecord, ConversationUpdate, Event, NewEvent
 from laneway.store.base import EventStore, NotFound, StoreUnavailable
 
 log = logging.getLogger("laneway.store")
@@ -29,6 +32,19 @@ log = logging.getLogger("laneway.store")
 # How often writes are tried again while the store refuses them; also the
 # Retry-After of a refused write.
 RETRY_S = 1.0
+
+
+class Append(Protocol):
+    """The service's write: store events, then publish them."""
+
+    async def __call__(
+        self,
+        conversation_id: str,
+        events: Sequence[NewEvent],
+        update: ConversationUpdate | None = None,
+        *,
+        patient: bool = False,
+    ) -> list[Event]: ...
 
 
 class _Owed:
@@ -50,14 +66,34 @@ class _Owed:
 class OwedStatuses:
     """Used on the event loop only; the service owns one."""
 
-    def __init__(self, store: EventStore, io: Lane, broker: EventBroker) -> None:
+    def __init__(self, store: EventStore, io: Lane, broker: EventBroker, append: Append) -> None:
         self.store = store
         self.io = io
         self.broker = broker
+        # The service's write, which lands what is owed first.
+        self._append = append
         self._owed: dict[str, _Owed] = {}
 
     def __bool__(self) -> bool:
         return bool(self._owed)
+
+    async def write(
+        self, conversation_id: str, events: list[NewEvent], update: ConversationUpdate | None
+    ) -> None:
+        """Write what the loop owes a run it accepted (a status, a late tool
+        result). Shielded, and patient with a full io lane: a client going
+        away, or others filling the lane, must not leave a status that no run
+        stands behind. Owed if the store refuses it; dropped for a
+        conversation deleted meanwhile."""
+        with anyio.CancelScope(shield=True), contextlib.suppress(NotFound):
+            try:
+                await self._append(conversation_id, events, update, patient=True)
+            except StoreUnavailable as exc:
+                self.owe(conversation_id, events, update, str(exc))
+            except Exception:
+                # Not the disk: a bug. Kept out of the runs' task group, which it
+                # would take down with every run; the status stays as last written.
+                log.exception("conversation %s: a status could not be written", conversation_id)
 
     def overlay(self, record: ConversationRecord) -> ConversationRecord:
         """``record`` as it will be once what it is owed is written."""

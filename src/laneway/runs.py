@@ -9,19 +9,17 @@ queued, stuck, left behind at shutdown); the run thread writes the rest.
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import logging
 from collections.abc import Sequence
 from types import TracebackType
-from typing import Protocol
 
 import anyio
 from anyio.abc import TaskGroup, TaskStatus
 
 from laneway.agents import Agent, ToolResult
 from laneway.broker import EventBroker
-from laneway.errors import NotFound, RunNotAdmitted, ShuttingDown
+from laneway.errors import RunNotAdmitted, ShuttingDown
 from laneway.lanes import LaneFull, Lanes
 from laneway.lifecycle import (
     Enqueued,
@@ -44,7 +42,7 @@ from laneway.models import (
     Status,
     status_event,
 )
-from laneway.owed import OwedStatuses
+from laneway.owed import Append, OwedStatuses
 from laneway.runhandle import RunHandle
 from laneway.runner import AgentState, Runner, error_event
 from laneway.shutdown import pause_all
@@ -53,19 +51,6 @@ from laneway.toolcalls import tool_result_data
 from laneway.watchdog import watch_stuck_steps
 
 log = logging.getLogger("laneway.runs")
-
-
-class Append(Protocol):
-    """The service's write: store events, then publish them."""
-
-    async def __call__(
-        self,
-        conversation_id: str,
-        events: Sequence[NewEvent],
-        update: ConversationUpdate | None = None,
-        *,
-        patient: bool = False,
-    ) -> list[Event]: ...
 
 
 class Runs:
@@ -92,7 +77,7 @@ class Runs:
         # Agents keep their state between the runs of a conversation.
         self.agents: dict[str, AgentState] = {}
         # What runs that ended are owed while the store refuses writes.
-        self.owed = OwedStatuses(store, lanes.io, broker)
+        self.owed = OwedStatuses(store, lanes.io, broker, append)
         self._tg: TaskGroup | None = None
         self._admitting = False
         # Set once shutdown has begun (see begin_shutdown), and once it is over.
@@ -276,27 +261,9 @@ class Runs:
         await self._write_status(record.id, record.status, reason)
 
     async def _write_status(self, conversation_id: str, status: Status, reason: str) -> None:
-        await self._write_owed(
+        await self.owed.write(
             conversation_id, [status_event(status, reason)], ConversationUpdate(status=status)
         )
-
-    async def _write_owed(
-        self, conversation_id: str, events: list[NewEvent], update: ConversationUpdate | None
-    ) -> None:
-        """Write a status the loop owes a run it accepted. Shielded, and patient
-        with a full io lane: a client going away, or others filling the lane,
-        must not leave a status that no run stands behind. Owed (see
-        OwedStatuses) if the store refuses it; none for a conversation deleted
-        meanwhile."""
-        with anyio.CancelScope(shield=True), contextlib.suppress(NotFound):
-            try:
-                await self._append(conversation_id, events, update, patient=True)
-            except StoreUnavailable as exc:
-                self.owed.owe(conversation_id, events, update, str(exc))
-            except Exception:
-                # Not the disk: a bug. Kept out of the runs' task group, which it
-                # would take down with every run; the status stays as last written.
-                log.exception("conversation %s: a status could not be written", conversation_id)
 
     async def _run_task(
         self,
@@ -332,7 +299,7 @@ class Runs:
                         failure = await self._execute(handle, runner)
             if failure is not None:
                 # Written once the run token is back: never wait for io holding it.
-                await self._write_owed(cid, *failure)
+                await self.owed.write(cid, *failure)
             if handle.phase is Phase.LEAVING:
                 if write := owed(handle.fire(LeftQueue()), WriteStatus):
                     await self._write_status(cid, write.status, write.reason)
@@ -349,7 +316,7 @@ class Runs:
         """Store the result of a tool call that was under way when its run was
         interrupted, and keep it for the conversation's next step."""
         event = NewEvent("tool_result", "tool", tool_result_data(result))
-        await self._write_owed(conversation_id, [event], None)
+        await self.owed.write(conversation_id, [event], None)
         state.add_results([result])
 
     async def _execute(
