@@ -4,8 +4,17 @@ from pathlib import Path
 
 import pytest
 
-from laneway.cli import build_parser, exposure_warning, parse_settings
-from laneway.config import DEFAULTS, SETTING_NAMES, ConfigError, Settings, load_settings
+from laneway.app import create_app
+from laneway.cli import build_parser, exposure_warning, main, parse_settings
+from laneway.config import (
+    DEFAULTS,
+    SETTING_NAMES,
+    ConfigError,
+    Settings,
+    load_settings,
+    load_tools,
+)
+from tests.apiclient import api_client, service
 
 
 def test_defaults() -> None:
@@ -40,12 +49,14 @@ def test_environment_values_are_parsed() -> None:
         "LANEWAY_STEP_TIMEOUT_S": "2.5",
         "LANEWAY_LANES_MODE": "shared",
         "LANEWAY_AGENTS": "pkg.mod:make",
+        "LANEWAY_TOOLS": "pkg.mod:search, pkg.other:fetch",
     }
     settings = load_settings({}, env)
     assert settings.metrics_auth is True
     assert settings.step_timeout_s == 2.5
     assert settings.lanes_mode == "shared"
     assert settings.agents == ["pkg.mod:make"]
+    assert settings.tools == ["pkg.mod:search", "pkg.other:fetch"]
 
 
 @pytest.mark.parametrize(
@@ -83,7 +94,7 @@ def test_bad_config_files(tmp_path: Path) -> None:
 def test_every_setting_has_a_flag_with_its_default_in_help() -> None:
     serve = build_parser()._subparsers._group_actions[0].choices["serve"]  # type: ignore[union-attr]
     text = serve.format_help()
-    flags = {"api_keys": "--api-key", "agents": "--agent"}
+    flags = {"api_keys": "--api-key", "agents": "--agent", "tools": "--tool"}
     for name in SETTING_NAMES:
         flag = flags.get(name, "--" + name.replace("_", "-"))
         assert flag in text, flag
@@ -93,15 +104,24 @@ def test_every_setting_has_a_flag_with_its_default_in_help() -> None:
     assert f"default: {DEFAULTS.run_lane_size}" in text
 
 
-def test_parse_settings_from_argv(monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.fixture
+def clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in SETTING_NAMES:
         monkeypatch.delenv(f"LANEWAY_{name.upper()}", raising=False)
     monkeypatch.delenv("LANEWAY_CONFIG", raising=False)
+
+
+@pytest.mark.usefixtures("clean_environment")
+def test_parse_settings_from_argv() -> None:
     settings = parse_settings(
-        ["serve", "--port", "9001", "--api-key", "x", "--api-key", "y", "--lanes-mode", "shared"]
+        [
+            *("serve", "--port", "9001", "--api-key", "x", "--api-key", "y"),
+            *("--lanes-mode", "shared", "--tool", "a.b:c", "--tool", "d:e"),
+        ]
     )
     assert settings.port == 9001
     assert settings.api_keys == ["x", "y"]
+    assert settings.tools == ["a.b:c", "d:e"]
     assert settings.lanes_mode == "shared"
     assert settings.lanes().mode == "shared"
 
@@ -133,3 +153,35 @@ def test_warns_when_binding_beyond_loopback_without_a_key() -> None:
 )
 def test_only_loopback_addresses_bind_without_a_warning(host: str, loopback: bool) -> None:
     assert (exposure_warning(Settings(host=host)) is None) is loopback
+
+
+def test_tools_are_loaded_with_the_built_ins() -> None:
+    registry = load_tools(Settings(tools=["tests.sample_tools:search"]))
+    assert registry.names() == ["current_time", "calculator", "search"]
+    assert load_tools(Settings()).names() == ["current_time", "calculator"]
+
+
+def test_a_tool_that_cannot_be_loaded_is_a_config_error() -> None:
+    with pytest.raises(ConfigError, match=r"tools: tool 'tests\.sample_tools:missing'"):
+        load_tools(Settings(tools=["tests.sample_tools:search", "tests.sample_tools:missing"]))
+    # The app loads its tools as it is made, not when it starts serving.
+    with pytest.raises(ConfigError, match=r"nowhere\.at_all"):
+        create_app(Settings(db=":memory:", tools=["nowhere.at_all:f"]))
+
+
+@pytest.mark.usefixtures("clean_environment")
+def test_the_server_does_not_start_with_a_bad_tool(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("LANEWAY_TOOLS", "tests.sample_tools:NOT_CALLABLE")
+    assert main(["serve", "--db", ":memory:"]) == 2
+    err = capsys.readouterr().err
+    assert "laneway: tools: tool 'tests.sample_tools:NOT_CALLABLE'" in err
+    assert "is not callable" in err
+
+
+@pytest.mark.anyio
+async def test_the_service_holds_the_enabled_tools() -> None:
+    async with api_client(tools=["tests.sample_tools:search"]) as client:
+        tools = service(client).tools
+        assert tools.names() == ["current_time", "calculator", "search"]

@@ -18,12 +18,13 @@ from laneway.api.exceptions import ApiError
 from laneway.api.limits import HeadLimitMiddleware
 from laneway.api.openapi import build_document
 from laneway.api.routes import build_routes, documented_operations
-from laneway.config import Settings
+from laneway.config import Settings, load_tools
 from laneway.errors import Conflict, InvalidRequest, NotFound, ShuttingDown, StoreUnavailable
 from laneway.lanes import LaneFull, Lanes
 from laneway.models import InvalidCursor
 from laneway.service import ConversationService
 from laneway.store import SQLiteEventStore
+from laneway.tools import ToolRegistry
 
 # Exceptions with a defined answer; anything else is a 500 (and a bug).
 _MAPPED: tuple[type[Exception], ...] = (
@@ -38,8 +39,10 @@ _MAPPED: tuple[type[Exception], ...] = (
 )
 
 
-def create_app(settings: Settings | None = None) -> Starlette:
+def create_app(settings: Settings | None = None, tools: ToolRegistry | None = None) -> Starlette:
+    """``tools`` defaults to those the settings enable, loaded here, before serving."""
     config = settings if settings is not None else Settings()
+    registry = tools if tools is not None else load_tools(config)
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -53,6 +56,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
                 step_timeout_s=config.step_timeout_s,
                 shutdown_grace_s=config.shutdown_grace_s,
                 allowed_agents=config.agents,
+                tools=registry,
             ) as service:
                 app.state.service = service
                 try:

@@ -11,7 +11,7 @@ from typing import Annotated, Any, Literal, get_args, get_origin
 
 import msgspec
 
-from laneway.config import ConfigError, Settings, env_name, load_settings
+from laneway.config import ConfigError, Settings, env_name, load_settings, load_tools
 
 log = logging.getLogger("laneway")
 
@@ -35,12 +35,19 @@ _DESCRIPTIONS: dict[str, str] = {
     "max_header_bytes": "largest request line and headers accepted",
     "api_keys": "accepted API key; repeat for several",
     "agents": "enable a third-party agent (module:factory); repeat for several",
+    "tools": "enable a tool for LLM agents (module:function); repeat for several",
     "metrics_auth": "require an API key for /metrics",
     "log_level": "logging level",
 }
 # List settings take one value per flag, so their flags are singular.
-_FLAG_NAMES = {"api_keys": "--api-key", "agents": "--agent"}
-_METAVARS = {"db": "PATH", "api_keys": "KEY", "agents": "MODULE:FACTORY", "host": "HOST"}
+_FLAG_NAMES = {"api_keys": "--api-key", "agents": "--agent", "tools": "--tool"}
+_METAVARS = {
+    "db": "PATH",
+    "api_keys": "KEY",
+    "agents": "MODULE:FACTORY",
+    "tools": "MODULE:FUNCTION",
+    "host": "HOST",
+}
 
 
 def _add_setting(parser: argparse.ArgumentParser, field: msgspec.structs.FieldInfo) -> None:
@@ -121,6 +128,7 @@ def parse_settings(argv: Sequence[str] | None = None) -> Settings:
 def main(argv: Sequence[str] | None = None) -> int:
     try:
         settings = parse_settings(argv)
+        tools = load_tools(settings)
     except ConfigError as exc:
         print(f"laneway: {exc}", file=sys.stderr)
         return 2
@@ -134,7 +142,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     # Imported here so that `laneway --help` does not pay for the server imports.
     from laneway.serving import serve
 
-    return serve(settings)
+    return serve(settings, tools)
 
 
 if __name__ == "__main__":

@@ -3,8 +3,8 @@
 Precedence, highest first: command-line flags, environment, the TOML file given
 with ``--config``, then the defaults below. Every setting has a flag
 ``--name-with-dashes`` and a variable ``LANEWAY_NAME``. The list settings are
-repeatable flags (``--api-key``, ``--agent``) whose variables
-(``LANEWAY_API_KEYS``, ``LANEWAY_AGENTS``) are comma-separated.
+repeatable flags (``--api-key``, ``--agent``, ``--tool``) whose variables
+(``LANEWAY_API_KEYS``, ``LANEWAY_AGENTS``, ``LANEWAY_TOOLS``) are comma-separated.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from typing import Annotated, Any, Literal
 import msgspec
 
 from laneway.lanes import LanesConfig, LanesMode
+from laneway.tools import ToolLoadError, ToolRegistry
 
 Backend = Literal["asyncio", "trio"]
 LogLevel = Literal["critical", "error", "warning", "info", "debug"]
@@ -28,7 +29,7 @@ Port = Annotated[int, msgspec.Meta(ge=0, le=65535)]
 Seconds = Annotated[float, msgspec.Meta(gt=0)]
 
 ENV_PREFIX = "LANEWAY_"
-_LIST_FIELDS = ("api_keys", "agents")
+_LIST_FIELDS = ("api_keys", "agents", "tools")
 
 
 class ConfigError(ValueError):
@@ -56,6 +57,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     # Third-party agents ("package.module:factory") clients may name; built-ins
     # are always available. An allowlist, because naming one imports code.
     agents: list[str] = msgspec.field(default_factory=list)
+    # Functions ("package.module:function") LLM agents may call, besides the
+    # built-in tools; loaded at startup, so a bad one stops the server there.
+    tools: list[str] = msgspec.field(default_factory=list)
     metrics_auth: bool = False
     log_level: LogLevel = "info"
 
@@ -128,3 +132,12 @@ def load_settings(
     merged.update(_convert(_from_env(env), "environment", strict=False))
     merged.update(_convert(dict(flags or {}), "command line", strict=True))
     return msgspec.structs.replace(DEFAULTS, **merged)
+
+
+def load_tools(settings: Settings) -> ToolRegistry:
+    """The built-in tools and those the settings enable; one that cannot be
+    loaded is a :class:`ConfigError` naming it."""
+    try:
+        return ToolRegistry.with_builtins(settings.tools)
+    except ToolLoadError as exc:
+        raise ConfigError(f"tools: {exc}") from exc

@@ -51,6 +51,7 @@ from laneway.runhandle import RunHandle
 from laneway.runs import Runs
 from laneway.store.base import EventStore
 from laneway.subscriptions import Follower, following
+from laneway.tools import ToolRegistry
 from laneway.views import conversation_view
 
 log = logging.getLogger("laneway.runs")
@@ -70,10 +71,13 @@ class ConversationService:
         shutdown_grace_s: float = 10.0,
         allowed_agents: Sequence[str] = (),
         broker: EventBroker | None = None,
+        tools: ToolRegistry | None = None,
     ) -> None:
         self.store = store
         self.lanes = lanes
         self.allowed_agents = frozenset(allowed_agents)
+        # The tools LLM agents may call: the built-ins unless the server enables more.
+        self.tools = tools if tools is not None else ToolRegistry.with_builtins()
         self.broker = broker if broker is not None else EventBroker()
         self.runs = Runs(
             store,

@@ -20,6 +20,7 @@ from laneway.api.limits import server_head_limit
 from laneway.app import create_app
 from laneway.config import Settings
 from laneway.service import ConversationService
+from laneway.tools import ToolRegistry
 
 # uvicorn's exit status when the lifespan startup fails.
 STARTUP_FAILED = 3
@@ -31,9 +32,9 @@ def _service(app: Any) -> ConversationService | None:
     return service
 
 
-def serve(settings: Settings) -> int:
+def serve(settings: Settings, tools: ToolRegistry | None = None) -> int:
     """Serve until SIGINT or SIGTERM; return the process exit status."""
-    app = create_app(settings)
+    app = create_app(settings, tools)
     _freeze_startup_objects(settings.backend)
     if settings.backend == "trio":
         import trio
