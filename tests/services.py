@@ -12,6 +12,7 @@ from typing import Any
 import anyio
 import pytest
 
+from laneway.agents import AgentCatalog
 from laneway.broker import EventBroker
 from laneway.lanes import Lanes, LanesConfig
 from laneway.models import AgentSpec, Conversation, Event, EventFilter, Status
@@ -29,10 +30,9 @@ async def open_service(
     lane_keys = {k: kwargs.pop(k) for k in list(kwargs) if k in LanesConfig.__struct_fields__}
     lanes = Lanes.create(LanesConfig(**lane_keys))
     store = SQLiteEventStore(db)
+    catalog = kwargs.pop("agents", None) or AgentCatalog(allowed=agents.ALLOWED)
     try:
-        service = ConversationService(
-            store, lanes, allowed_agents=agents.ALLOWED, broker=broker, **kwargs
-        )
+        service = ConversationService(store, lanes, agents=catalog, broker=broker, **kwargs)
         with anyio.fail_after(GUARD_S):
             async with service:
                 yield service

@@ -183,5 +183,5 @@ def test_the_server_does_not_start_with_a_bad_tool(
 @pytest.mark.anyio
 async def test_the_service_holds_the_enabled_tools() -> None:
     async with api_client(tools=["tests.sample_tools:search"]) as client:
-        tools = service(client).tools
+        tools = service(client).agents.tools
         assert tools.names() == ["current_time", "calculator", "search"]

@@ -11,6 +11,7 @@ from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 
 import laneway
+from laneway.agents import AgentCatalog
 from laneway.api.auth import ApiKeyMiddleware
 from laneway.api.encoding import encode
 from laneway.api.errors import handle_exception, handle_http_exception
@@ -49,14 +50,14 @@ def create_app(settings: Settings | None = None, tools: ToolRegistry | None = No
         # Limiters belong to the running backend, so they are made here.
         lanes = Lanes.create(config.lanes())
         store = await lanes.io.run_sync(SQLiteEventStore, config.db)
+        agents = AgentCatalog(allowed=config.agents, llm=config.llm(), tools=registry)
         try:
             async with ConversationService(
                 store,
                 lanes,
                 step_timeout_s=config.step_timeout_s,
                 shutdown_grace_s=config.shutdown_grace_s,
-                allowed_agents=config.agents,
-                tools=registry,
+                agents=agents,
             ) as service:
                 app.state.service = service
                 try:
@@ -64,6 +65,7 @@ def create_app(settings: Settings | None = None, tools: ToolRegistry | None = No
                 finally:
                     app.state.service = None
         finally:
+            agents.close()
             store.close()
 
     document = build_document(

@@ -38,15 +38,28 @@ _DESCRIPTIONS: dict[str, str] = {
     "tools": "enable a tool for LLM agents (module:function); repeat for several",
     "metrics_auth": "require an API key for /metrics",
     "log_level": "logging level",
+    "llm_base_url": "OpenAI-compatible API of the openai agent, e.g. http://127.0.0.1:8080/v1",
+    "llm_api_key": "its API key (prefer the variable; else OPENAI_API_KEY is used)",
+    "llm_models": "a model conversations may name; repeat; the first is the default",
+    "llm_timeout_s": "seconds to wait for the provider, per request and between chunks",
+    "llm_max_retries": "retries of a failed provider call (429, 5xx, connection), by the SDK",
 }
 # List settings take one value per flag, so their flags are singular.
-_FLAG_NAMES = {"api_keys": "--api-key", "agents": "--agent", "tools": "--tool"}
+_FLAG_NAMES = {
+    "api_keys": "--api-key",
+    "agents": "--agent",
+    "tools": "--tool",
+    "llm_models": "--llm-models",
+}
 _METAVARS = {
     "db": "PATH",
     "api_keys": "KEY",
     "agents": "MODULE:FACTORY",
     "tools": "MODULE:FUNCTION",
     "host": "HOST",
+    "llm_base_url": "URL",
+    "llm_api_key": "KEY",
+    "llm_models": "MODEL",
 }
 
 

@@ -17,6 +17,7 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 
+from laneway.agents.llm_provider import LLMProvider
 from laneway.lanes import LanesConfig, LanesMode
 from laneway.tools import ToolLoadError, ToolRegistry
 
@@ -29,7 +30,9 @@ Port = Annotated[int, msgspec.Meta(ge=0, le=65535)]
 Seconds = Annotated[float, msgspec.Meta(gt=0)]
 
 ENV_PREFIX = "LANEWAY_"
-_LIST_FIELDS = ("api_keys", "agents", "tools")
+_LIST_FIELDS = ("api_keys", "agents", "tools", "llm_models")
+# The key of the OpenAI SDK's own convention, taken when laneway's is not set.
+OPENAI_KEY_VARIABLE = "OPENAI_API_KEY"
 
 
 class ConfigError(ValueError):
@@ -62,6 +65,12 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     tools: list[str] = msgspec.field(default_factory=list)
     metrics_auth: bool = False
     log_level: LogLevel = "info"
+    # The OpenAI-compatible server of the `openai` agent; none when empty.
+    llm_base_url: str = ""
+    llm_api_key: str = ""
+    llm_models: list[str] = msgspec.field(default_factory=list)
+    llm_timeout_s: Seconds = 60.0
+    llm_max_retries: Annotated[int, msgspec.Meta(ge=0, le=10)] = 2
 
     def lanes(self) -> LanesConfig:
         return LanesConfig(
@@ -72,6 +81,17 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
             run_max_waiting=self.run_max_waiting,
             tool_max_waiting=self.tool_max_waiting,
             io_max_waiting=self.io_max_waiting,
+        )
+
+    def llm(self) -> LLMProvider | None:
+        if not self.llm_base_url:
+            return None
+        return LLMProvider(
+            base_url=self.llm_base_url,
+            api_key=self.llm_api_key,
+            models=tuple(self.llm_models),
+            timeout_s=self.llm_timeout_s,
+            max_retries=self.llm_max_retries,
         )
 
 
@@ -93,6 +113,8 @@ def _from_env(environ: Mapping[str, str]) -> dict[str, Any]:
             found[field] = [key.strip() for key in raw.split(",") if key.strip()]
         else:
             found[field] = raw
+    if "llm_api_key" not in found and OPENAI_KEY_VARIABLE in environ:
+        found["llm_api_key"] = environ[OPENAI_KEY_VARIABLE]
     return found
 
 

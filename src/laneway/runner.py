@@ -18,12 +18,14 @@ from typing import Literal
 
 import anyio
 import anyio.from_thread
+import msgspec
 
-from laneway.agents import Agent, StepResult, ToolCall, ToolResult, Turn, make_agent
+from laneway.agents import Agent, StepResult, ToolCall, ToolResult, Turn
 from laneway.broker import EventBroker
 from laneway.lanes import Lanes
 from laneway.lifecycle import Claimed, EndAsked, EndRequest, owed
 from laneway.models import (
+    AgentSpec,
     ConversationRecord,
     ConversationUpdate,
     Event,
@@ -36,7 +38,10 @@ from laneway.store.base import EventStore, NotFound
 from laneway.toolcalls import Spawn, ToolCalls, tool_result_data
 
 Outcome = Literal["finished", "paused", "error", "stuck"]
+MakeAgent = Callable[[AgentSpec], Agent]
 MESSAGES_PER_STEP = 500
+# What an agent made for a conversation with a history is given of it.
+HISTORY_KINDS = ("message", "tool_call", "tool_result")
 
 
 def error_event(exc: BaseException) -> NewEvent:
@@ -73,6 +78,7 @@ class Runner:
         handle: RunHandle,
         record: ConversationRecord,
         state: AgentState | None,
+        make_agent: MakeAgent,
         store: EventStore,
         lanes: Lanes,
         broker: EventBroker,
@@ -82,6 +88,7 @@ class Runner:
         self.handle = handle
         self.record = record
         self.state = state
+        self.make_agent = make_agent
         self.store = store
         self.lanes = lanes
         self.broker = broker
@@ -98,7 +105,7 @@ class Runner:
             self._append([status_event("running")], ConversationUpdate(status="running"))
             if self.state is None:
                 try:
-                    self.state = AgentState(make_agent(self.record.agent))
+                    self.state = AgentState(self._resumed(self.make_agent(self.record.agent)))
                 except Exception as exc:
                     self._fail(exc, "give_up")
                     return None
@@ -122,6 +129,32 @@ class Runner:
             return self.state  # deleted meanwhile
         self.record = record
         return self.execute()
+
+    def _resumed(self, agent: Agent) -> Agent:
+        """Give an agent that can take it the conversation's history (see Agent)."""
+        resume = getattr(agent, "resume", None)
+        if resume is not None:
+            resume(self._history())
+        return agent
+
+    def _history(self) -> list[Event]:
+        """Every stored message, tool call and tool result, but for the user
+        messages the first step is given as new."""
+        events: list[Event] = []
+        cursor: str | None = None
+        while True:
+            page, cursor = self.store.search_events(
+                self.cid, EventFilter(), order="asc", limit=MESSAGES_PER_STEP, cursor=cursor
+            )
+            events += page
+            if cursor is None:
+                break
+        return [
+            e
+            for e in events
+            if e.kind in HISTORY_KINDS
+            and not (e.kind == "message" and e.source == "user" and e.seq > self.read_seq)
+        ]
 
     def _fail(self, exc: Exception, request: EndRequest) -> None:
         message = f"{type(exc).__name__}: {exc}"
@@ -274,4 +307,7 @@ def _step_events(result: StepResult) -> list[NewEvent]:
         )
         for call in result.tool_calls
     ]
+    if result.usage is not None and events:
+        # On the step's message, or on its first call when it said nothing.
+        events[0].data["usage"] = msgspec.to_builtins(result.usage)
     return events

@@ -44,7 +44,7 @@ from laneway.models import (
 )
 from laneway.owed import Append, OwedStatuses
 from laneway.runhandle import RunHandle
-from laneway.runner import AgentState, Runner, error_event
+from laneway.runner import AgentState, MakeAgent, Runner, error_event
 from laneway.shutdown import pause_all
 from laneway.store.base import EventStore, StoreUnavailable
 from laneway.toolcalls import tool_result_data
@@ -63,10 +63,12 @@ class Runs:
         broker: EventBroker,
         *,
         append: Append,
+        make_agent: MakeAgent,
         step_timeout_s: float,
         shutdown_grace_s: float,
     ) -> None:
         self.store = store
+        self.make_agent = make_agent
         self.lanes = lanes
         self.broker = broker
         self.step_timeout_s = step_timeout_s
@@ -279,6 +281,7 @@ class Runs:
             handle=handle,
             record=record,
             state=self.agents.get(cid),
+            make_agent=self.make_agent,
             store=self.store,
             lanes=self.lanes,
             broker=self.broker,

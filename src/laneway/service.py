@@ -20,7 +20,7 @@ import anyio.lowlevel
 import msgspec
 
 from laneway import restart
-from laneway.agents import Agent, AgentConfigError, make_agent
+from laneway.agents import Agent, AgentCatalog, AgentConfigError
 from laneway.broker import EventBroker
 from laneway.errors import Conflict, InvalidRequest, NotFound, RunNotAdmitted
 from laneway.lanes import LaneFull, Lanes
@@ -51,7 +51,6 @@ from laneway.runhandle import RunHandle
 from laneway.runs import Runs
 from laneway.store.base import EventStore
 from laneway.subscriptions import Follower, following
-from laneway.tools import ToolRegistry
 from laneway.views import conversation_view
 
 log = logging.getLogger("laneway.runs")
@@ -69,21 +68,19 @@ class ConversationService:
         *,
         step_timeout_s: float = 300.0,
         shutdown_grace_s: float = 10.0,
-        allowed_agents: Sequence[str] = (),
+        agents: AgentCatalog | None = None,
         broker: EventBroker | None = None,
-        tools: ToolRegistry | None = None,
     ) -> None:
         self.store = store
         self.lanes = lanes
-        self.allowed_agents = frozenset(allowed_agents)
-        # The tools LLM agents may call: the built-ins unless the server enables more.
-        self.tools = tools if tools is not None else ToolRegistry.with_builtins()
+        self.agents = agents if agents is not None else AgentCatalog()
         self.broker = broker if broker is not None else EventBroker()
         self.runs = Runs(
             store,
             lanes,
             self.broker,
             append=self._append,
+            make_agent=self.agents.make,
             step_timeout_s=step_timeout_s,
             shutdown_grace_s=shutdown_grace_s,
         )
@@ -347,12 +344,8 @@ class ConversationService:
     # -- helpers ---------------------------------------------------------------
 
     def _make_agent(self, spec: AgentSpec) -> Agent:
-        if ":" in spec.kind and spec.kind not in self.allowed_agents:
-            raise InvalidRequest(
-                f"agent {spec.kind!r} is not enabled on this server (start it with --agent)"
-            )
         try:
-            return make_agent(spec)
+            return self.agents.make(spec)
         except AgentConfigError as exc:
             raise InvalidRequest(str(exc)) from exc
 

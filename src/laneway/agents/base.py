@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, Protocol
 
 import msgspec
@@ -29,12 +30,22 @@ class Turn(msgspec.Struct, frozen=True):
 
     ``step`` counts the steps of this conversation from 1. ``new_messages`` holds
     the user messages that arrived since the previous step; ``tool_results`` the
-    results of the previous step's tool calls, in call order.
+    results of the previous step's tool calls, in call order. ``emit_delta``, if
+    set, takes each piece of the step's text as it is produced, from the step's
+    thread; it returns at once, and is None when nobody listens.
     """
 
     step: int
     new_messages: list[str]
     tool_results: list[ToolResult]
+    emit_delta: Callable[[str], None] | None = None
+
+
+class Usage(msgspec.Struct, frozen=True):
+    """Tokens an LLM step used."""
+
+    prompt_tokens: int
+    completion_tokens: int
 
 
 class StepResult(msgspec.Struct, frozen=True):
@@ -44,6 +55,7 @@ class StepResult(msgspec.Struct, frozen=True):
     messages: list[str] = msgspec.field(default_factory=list)
     tool_calls: list[ToolCall] = msgspec.field(default_factory=list)
     done: bool = False
+    usage: Usage | None = None
 
 
 class Agent(Protocol):
@@ -55,6 +67,11 @@ class Agent(Protocol):
     soon (for example by closing its HTTP response). What that step then returns
     is stored, but its tool calls are not run; if it raises, nothing of it is
     stored. An agent without ``cancel`` is interrupted at the end of its step.
+
+    An agent may also have ``resume(events)``: called once, before its first
+    step, when it is made for a conversation that already has a history (after
+    a restart, say), with the stored messages, tool calls and tool results in
+    seq order, but for the user messages its first step is given as new.
     """
 
     def step(self, turn: Turn) -> StepResult: ...
