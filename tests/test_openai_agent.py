@@ -94,6 +94,11 @@ async def test_tool_calls_run_and_their_results_reach_the_model(llm: ScriptedLLM
     )
     async with llm_service(llm) as service:
         events = await finished(service, "compute", tools=["calculator", "current_time"])
+        conv = await service.get(events[0].conversation_id)
+    # Each step's usage on its first event, and their sum on the conversation.
+    assert [e.data["usage"] for e in events if "usage" in e.data] == [
+        {"prompt_tokens": 10, "completion_tokens": 5}] * 2  # fmt: skip
+    assert (conv.usage.prompt_tokens, conv.usage.completion_tokens) == (20, 10)
     calls = kinds(events, "tool_call")
     assert [c["name"] for c in calls] == ["calculator", "current_time"]
     assert calls[0]["arguments"] == {"expression": "6*7"}

@@ -77,6 +77,13 @@ def status_event(status: Status, reason: str | None = None) -> NewEvent:
     return NewEvent("status", "system", data)
 
 
+class Usage(msgspec.Struct, frozen=True):
+    """Tokens LLM calls used."""
+
+    prompt_tokens: int
+    completion_tokens: int
+
+
 class ConversationRecord(msgspec.Struct, frozen=True):
     """What the store keeps of a conversation; live fields come from the service."""
 
@@ -92,6 +99,9 @@ class ConversationRecord(msgspec.Struct, frozen=True):
     last_seq: int = 0
     # The seq of the last user message a run has handed to the agent.
     read_seq: int = 0
+    # Tokens the conversation's LLM steps have used, summed.
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
 
 
 class ConversationUpdate(msgspec.Struct, frozen=True, kw_only=True):
@@ -101,6 +111,8 @@ class ConversationUpdate(msgspec.Struct, frozen=True, kw_only=True):
     steps_done: int | msgspec.UnsetType = msgspec.UNSET
     last_error: str | msgspec.UnsetType | None = msgspec.UNSET
     read_seq: int | msgspec.UnsetType = msgspec.UNSET
+    prompt_tokens: int | msgspec.UnsetType = msgspec.UNSET
+    completion_tokens: int | msgspec.UnsetType = msgspec.UNSET
 
     def changes(self) -> dict[str, Any]:
         """The fields this update sets, by name."""
@@ -148,3 +160,4 @@ class Conversation(msgspec.Struct, frozen=True):
     queue_position: int | None
     pause_requested: bool
     last_error: str | None
+    usage: Usage

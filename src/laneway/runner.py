@@ -31,6 +31,7 @@ from laneway.models import (
     Event,
     EventFilter,
     NewEvent,
+    Usage,
     status_event,
 )
 from laneway.runhandle import RunHandle, StuckStep
@@ -170,6 +171,8 @@ class Runner:
         handle = self.handle
         steps_done = self.record.steps_done
         steps_this_run = 0
+        # This run is the one writer of the conversation's totals while it runs.
+        tokens = Usage(self.record.prompt_tokens, self.record.completion_tokens)
         while True:
             if handle.state.pause is not None and (claim := self._claim("pause")):
                 return "paused", claim.reason
@@ -202,10 +205,18 @@ class Runner:
             _check_call_ids(result.tool_calls)
             steps_done += 1
             steps_this_run += 1
-            self._append(
-                _step_events(result),
-                ConversationUpdate(steps_done=steps_done, read_seq=self.read_seq),
-            )
+            update = ConversationUpdate(steps_done=steps_done, read_seq=self.read_seq)
+            if result.usage is not None:
+                tokens = Usage(
+                    tokens.prompt_tokens + result.usage.prompt_tokens,
+                    tokens.completion_tokens + result.usage.completion_tokens,
+                )
+                update = msgspec.structs.replace(
+                    update,
+                    prompt_tokens=tokens.prompt_tokens,
+                    completion_tokens=tokens.completion_tokens,
+                )
+            self._append(_step_events(result), update)
             if stuck is not None and self._claim("stop"):
                 # The step's tool calls are not run; the next step hears so.
                 state.add_results(self._not_run(result.tool_calls, "its step was stuck"))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from laneway.lanes import Lane
 from laneway.lifecycle import WAITING_PHASES, visible_status
-from laneway.models import ACTIVE_STATUSES, Conversation, ConversationRecord
+from laneway.models import ACTIVE_STATUSES, Conversation, ConversationRecord, Usage
 from laneway.runhandle import RunHandle
 
 
@@ -31,4 +31,5 @@ def conversation_view(
         queue_position=position,
         pause_requested=state is not None and state.pause is not None,
         last_error=record.last_error,
+        usage=Usage(record.prompt_tokens, record.completion_tokens),
     )

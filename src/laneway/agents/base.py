@@ -7,6 +7,8 @@ from typing import Any, Protocol
 
 import msgspec
 
+from laneway.models import Usage as Usage  # part of the agent protocol
+
 
 class ToolCall(msgspec.Struct, frozen=True):
     """A tool call a step asks for; ``id`` pairs it with its result."""
@@ -39,13 +41,6 @@ class Turn(msgspec.Struct, frozen=True):
     new_messages: list[str]
     tool_results: list[ToolResult]
     emit_delta: Callable[[str], None] | None = None
-
-
-class Usage(msgspec.Struct, frozen=True):
-    """Tokens an LLM step used."""
-
-    prompt_tokens: int
-    completion_tokens: int
 
 
 class StepResult(msgspec.Struct, frozen=True):

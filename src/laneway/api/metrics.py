@@ -17,6 +17,7 @@ from prometheus_client.core import (
 from prometheus_client.exposition import generate_latest
 from prometheus_client.registry import Collector
 
+from laneway.agents.llm_stats import LLMStatsSnapshot
 from laneway.histogram import HistogramSnapshot
 from laneway.lanes import LaneSnapshot
 from laneway.models import Status
@@ -47,14 +48,33 @@ def _metric_name(field: str) -> str:
     return f"laneway_lane_{field}"
 
 
-def _histogram(name: str, doc: str, lanes: Iterable[LaneSnapshot], pick: str) -> Metric:
-    family = HistogramMetricFamily(name, doc, labels=["lane"])
-    for lane in lanes:
-        snap: HistogramSnapshot = getattr(lane, pick)
+def _histogram(
+    name: str, doc: str, label: str, snapshots: Mapping[str, HistogramSnapshot]
+) -> Metric:
+    family = HistogramMetricFamily(name, doc, labels=[label])
+    for value, snap in snapshots.items():
         buckets = [(repr(b), float(c)) for b, c in zip(snap.bounds, snap.counts, strict=True)]
         buckets.append(("+Inf", float(snap.count)))
-        family.add_metric([lane.name], buckets, snap.sum)
+        family.add_metric([value], buckets, snap.sum)
     return family
+
+
+def _llm(stats: LLMStatsSnapshot) -> Iterable[Metric]:
+    tokens = CounterMetricFamily(
+        "laneway_llm_tokens", "Tokens of LLM steps", labels=["model", "kind"]
+    )
+    for (model, kind), count in sorted(stats.tokens.items()):
+        tokens.add_metric([model, kind], float(count))
+    yield tokens
+    yield _histogram(
+        "laneway_llm_time_to_first_token_seconds",
+        "Time from an LLM step's request to its first streamed text",
+        "model",
+        stats.time_to_first_token,
+    )
+    yield _histogram(
+        "laneway_llm_step_seconds", "Time an LLM step took, whole", "model", stats.step_time
+    )
 
 
 class _Snapshot(Collector):
@@ -63,10 +83,12 @@ class _Snapshot(Collector):
         lanes: Mapping[str, LaneSnapshot],
         conversations: Mapping[Status, int],
         subscribers: int,
+        llm: LLMStatsSnapshot,
     ) -> None:
         self.lanes = list(lanes.values())
         self.conversations = conversations
         self.subscribers = subscribers
+        self.llm = llm
 
     def collect(self) -> Iterable[Metric]:
         for field, doc in _GAUGES.items():
@@ -79,12 +101,10 @@ class _Snapshot(Collector):
             for lane in self.lanes:
                 counter.add_metric([lane.name], float(getattr(lane, field)))
             yield counter
-        yield _histogram(
-            "laneway_lane_wait_seconds", "Time waited for a token", self.lanes, "wait_time"
-        )
-        yield _histogram(
-            "laneway_lane_service_seconds", "Time a token was held", self.lanes, "service_time"
-        )
+        waits = {lane.name: lane.wait_time for lane in self.lanes}
+        yield _histogram("laneway_lane_wait_seconds", "Time waited for a token", "lane", waits)
+        services = {lane.name: lane.service_time for lane in self.lanes}
+        yield _histogram("laneway_lane_service_seconds", "Time a token was held", "lane", services)
         by_status = GaugeMetricFamily(
             "laneway_conversations", "Conversations by status", labels=["status"]
         )
@@ -94,9 +114,13 @@ class _Snapshot(Collector):
         yield GaugeMetricFamily(
             "laneway_stream_subscribers", "Open event streams", value=float(self.subscribers)
         )
+        yield from _llm(self.llm)
 
 
 def render(
-    lanes: Mapping[str, LaneSnapshot], conversations: Mapping[Status, int], subscribers: int
+    lanes: Mapping[str, LaneSnapshot],
+    conversations: Mapping[Status, int],
+    subscribers: int,
+    llm: LLMStatsSnapshot,
 ) -> bytes:
-    return generate_latest(_Snapshot(lanes, conversations, subscribers))
+    return generate_latest(_Snapshot(lanes, conversations, subscribers, llm))

@@ -46,6 +46,9 @@ async def get_metrics(request: Request) -> Response:
     service = service_of(request)
     conversations = await service.count_by_status()
     body = metrics.render(
-        service.lanes.snapshot(), conversations, service.broker.subscriber_count()
+        service.lanes.snapshot(),
+        conversations,
+        service.broker.subscriber_count(),
+        service.agents.llm_stats.snapshot(),
     )
     return Response(body, media_type=metrics.CONTENT_TYPE)

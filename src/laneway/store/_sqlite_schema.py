@@ -120,6 +120,11 @@ MIGRATIONS: list[tuple[str, ...]] = [
         WHERE conversations.pk = queued.pk
         """,
     ),
+    (
+        # Tokens of the conversation's LLM steps, summed by the run that took them.
+        "ALTER TABLE conversations ADD COLUMN prompt_tokens INTEGER NOT NULL DEFAULT 0",
+        "ALTER TABLE conversations ADD COLUMN completion_tokens INTEGER NOT NULL DEFAULT 0",
+    ),
 ]
 
 BUSY_TIMEOUT_MS = 10_000
