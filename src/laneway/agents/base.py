@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, Protocol
 
 import msgspec
@@ -30,11 +31,18 @@ class Turn(msgspec.Struct, frozen=True):
     ``step`` counts the steps of this conversation from 1. ``new_messages`` holds
     the user messages that arrived since the previous step; ``tool_results`` the
     results of the previous step's tool calls, in call order.
+
+    ``emit_delta``, when not None, sends a piece of the step's text to the live
+    subscribers that asked for deltas (an LLM's tokens as they stream). Call it
+    from the step's thread with each piece as it is produced: it returns at once,
+    costs next to nothing when nobody listens, and is best-effort. The pieces
+    are not stored; the message the step returns must hold the whole text.
     """
 
     step: int
     new_messages: list[str]
     tool_results: list[ToolResult]
+    emit_delta: Callable[[str], None] | None = None
 
 
 class StepResult(msgspec.Struct, frozen=True):
@@ -55,6 +63,10 @@ class Agent(Protocol):
     soon (for example by closing its HTTP response). What that step then returns
     is stored, but its tool calls are not run; if it raises, nothing of it is
     stored. An agent without ``cancel`` is interrupted at the end of its step.
+
+    A step that produces its text bit by bit may pass each bit to
+    ``turn.emit_delta`` as it comes (see :class:`Turn`); one that ignores it
+    loses nothing but the live view.
     """
 
     def step(self, turn: Turn) -> StepResult: ...
