@@ -17,6 +17,12 @@ took a median 48 ms under uvicorn and 128 ms under hypercorn here (a run
 stepping every 50 ms), so their events wait up to about twice that. The
 broker's :meth:`EventBroker.pace` task, run by the service, starts the waves
 that wait.
+
+Deltas (see :mod:`laneway.deltas`) reach only the subscribers that asked for
+them, through the same topics and waves; a wave for deltas alone wakes no
+other. A run thread's deltas cross into the loop in batches: the first delta
+after a crossing schedules one, and those that come before it runs join it,
+unless the run published events meanwhile, which must go out after them.
 """
 
 from __future__ import annotations
@@ -24,11 +30,13 @@ from __future__ import annotations
 import contextlib
 import heapq
 import itertools
+import threading
 from collections.abc import Iterable, Sequence
 
 import anyio
 import anyio.lowlevel
 
+from laneway.deltas import coalesce
 from laneway.models import Event
 from laneway.topics import Frame, Subscriber, Topic
 
@@ -40,8 +48,8 @@ DEFAULT_KEPT = 256
 
 
 class EventBroker:
-    """Topics by conversation. Everything but :meth:`publish_from_thread` and
-    :meth:`has_subscribers` runs on the event loop."""
+    """Topics by conversation. Everything but the ``*_from_thread`` methods,
+    :meth:`has_subscribers` and :meth:`wants_deltas` runs on the event loop."""
 
     def __init__(self, kept: int = DEFAULT_KEPT) -> None:
         if kept < 1:
@@ -56,8 +64,13 @@ class EventBroker:
         self._order = itertools.count()
         self._pacer_idle: anyio.Event | None = None
         self._pacing = False
+        # Each conversation's deltas that a scheduled crossing will take, as
+        # (step, text); the lock keeps a delta from joining a batch as it is taken.
+        self._open_deltas: dict[str, list[tuple[int, str]]] = {}
+        self._deltas_lock = threading.Lock()
 
-    def subscribe(self, conversation_id: str) -> Subscriber:
+    def subscribe(self, conversation_id: str, *, deltas: bool = False) -> Subscriber:
+        """Follow the conversation live; with ``deltas``, its deltas too."""
         if self._token is None:
             self._token = anyio.lowlevel.current_token()
             # The running backend's own Event class: making one of those skips
@@ -69,14 +82,16 @@ class EventBroker:
         if topic is None:
             topic = Topic(conversation_id, self.kept, self._event_class, self._schedule)
             self._topics[conversation_id] = topic
-        sub = Subscriber(conversation_id, topic)
+        sub = Subscriber(conversation_id, topic, wants_deltas=deltas)
         topic.subscribers.add(sub)
+        topic.delta_subscribers += deltas
         return sub
 
     def unsubscribe(self, sub: Subscriber) -> None:
         topic = self._topics.get(sub.conversation_id)
-        if topic is not None:
-            topic.subscribers.discard(sub)
+        if topic is not None and sub in topic.subscribers:
+            topic.subscribers.remove(sub)
+            topic.delta_subscribers -= sub.wants_deltas
             if not topic.subscribers:
                 del self._topics[sub.conversation_id]
 
@@ -87,10 +102,20 @@ class EventBroker:
         frames = [Frame(event) for event in events]
         if not frames:
             return
-        already = topic.pending
+        already = topic.pending or topic.deltas_pending
         topic.add(frames)
         # A wave under way, or one already waiting for its time, takes these
         # too: the first when it ends, by calling _schedule.
+        if not topic.in_wave and not already:
+            self._schedule(topic)
+
+    def publish_deltas(self, conversation_id: str, pieces: Sequence[tuple[int, str]]) -> None:
+        """Publish ``(step, text)`` pieces of steps' text as deltas."""
+        topic = self._topics.get(conversation_id)
+        if topic is None or not topic.delta_subscribers or not pieces:
+            return
+        already = topic.pending or topic.deltas_pending
+        topic.add_deltas(coalesce(conversation_id, pieces))
         if not topic.in_wave and not already:
             self._schedule(topic)
 
@@ -136,6 +161,10 @@ class EventBroker:
         token = self._token
         if token is None:
             return  # nobody has ever subscribed, so nobody is following
+        if conversation_id in self._open_deltas:
+            # Deltas from now on cross after these events, as they come after them.
+            with self._deltas_lock:
+                self._open_deltas.pop(conversation_id, None)
         # anyio's backend hook for a callback scheduled on the loop from a thread
         # (asyncio's call_soon_threadsafe, trio's run_sync_soon). RuntimeError:
         # the loop has ended, and a run left behind at shutdown publishes to no one.
@@ -144,10 +173,45 @@ class EventBroker:
                 self.publish, (conversation_id, events), token.native_token
             )
 
+    def publish_delta_from_thread(self, conversation_id: str, step: int, text: str) -> None:
+        """Publish a piece of a step's text to the subscribers that asked for
+        deltas, from the run thread, without waiting for the loop. The pieces of
+        one thread keep their order, among its :meth:`publish_from_thread`
+        calls too; an empty piece is dropped."""
+        token = self._token
+        if token is None or not text:
+            return
+        with self._deltas_lock:
+            batch = self._open_deltas.get(conversation_id)
+            if batch is not None:
+                batch.append((step, text))
+                return
+            self._open_deltas[conversation_id] = batch = [(step, text)]
+        try:
+            token.backend_class.run_sync_soon(
+                self._cross_deltas, (conversation_id, batch), token.native_token
+            )
+        except RuntimeError:
+            # The loop has ended (see publish_from_thread): no batch may wait on it.
+            with self._deltas_lock:
+                self._open_deltas.pop(conversation_id, None)
+
+    def _cross_deltas(self, conversation_id: str, batch: list[tuple[int, str]]) -> None:
+        with self._deltas_lock:
+            if self._open_deltas.get(conversation_id) is batch:
+                del self._open_deltas[conversation_id]
+        self.publish_deltas(conversation_id, batch)
+
     def has_subscribers(self, conversation_id: str) -> bool:
         """Whether anyone follows the conversation live. Safe from any thread: one
         dictionary lookup, atomic under the GIL."""
         return conversation_id in self._topics
+
+    def wants_deltas(self, conversation_id: str) -> bool:
+        """Whether anyone follows the conversation's deltas live. Safe from any
+        thread, and as cheap as :meth:`has_subscribers`."""
+        topic = self._topics.get(conversation_id)
+        return topic is not None and topic.delta_subscribers > 0
 
     def subscriber_count(self, conversation_id: str | None = None) -> int:
         if conversation_id is not None:

@@ -2,9 +2,10 @@
 
 The loop owns nothing on the event loop. It writes events straight to the store
 (it is already off the loop), and crosses back into the loop only to publish
-events to live subscribers (without waiting), to fan tool calls out on the tool
-lane, and to agree with the service on when it ends, so that no message sent
-during the run is ever lost. Each crossing wakes the loop and takes the GIL
+events and a step's deltas to live subscribers (without waiting, and deltas
+only while someone asks for them), to fan tool calls out on the tool lane, and
+to agree with the service on when it ends, so that no message sent during the
+run is ever lost. Each crossing wakes the loop and takes the GIL
 from whatever request it is serving, so none is made that is not needed.
 """
 
@@ -185,6 +186,7 @@ class Runner:
                 step=steps_done + 1,
                 new_messages=[str(e.data.get("text", "")) for e in new_messages],
                 tool_results=state.take_results(),
+                emit_delta=functools.partial(self._emit_delta, steps_done + 1),
             )
             interrupts = handle.state.interrupts
             handle.begin_step(turn.step)
@@ -228,6 +230,11 @@ class Runner:
                 state.add_results(self._run_tools(state, result.tool_calls))
             if result.done and self._claim("done"):
                 return "finished", "agent finished"
+
+    def _emit_delta(self, step: int, text: str) -> None:
+        # A delta with nobody asking for it would only wake the loop for nothing.
+        if self.broker.wants_deltas(self.cid):
+            self.broker.publish_delta_from_thread(self.cid, step, text)
 
     def _write_stuck(self, stuck: StuckStep) -> None:
         """Write the stuck status unless the watchdog's write has claimed it, and

@@ -326,20 +326,21 @@ class ConversationService:
         return event
 
     def follow(
-        self, conversation_id: str, after_seq: int = 0
+        self, conversation_id: str, after_seq: int = 0, *, deltas: bool = False
     ) -> AbstractAsyncContextManager[Follower]:
         """Follow the events after ``after_seq`` in batches of encoded frames:
-        first from the store, then live, with no gap and no duplicate; see
-        :mod:`laneway.subscriptions`. The first iteration raises NotFound for an
-        unknown conversation."""
-        return following(self.store, self.lanes.io, self.broker, conversation_id, after_seq)
+        first from the store, then live, with no gap and no duplicate; and the
+        deltas if asked for. See :mod:`laneway.subscriptions`. The first
+        iteration raises NotFound for an unknown conversation."""
+        return following(
+            self.store, self.lanes.io, self.broker, conversation_id, after_seq, deltas=deltas
+        )
 
     async def subscribe(self, conversation_id: str, after_seq: int = 0) -> AsyncIterator[Event]:
         """The events of :meth:`follow`, one at a time."""
         async with self.follow(conversation_id, after_seq) as follower:
-            async for frames in follower:
-                for frame in frames:
-                    yield frame.event
+            async for event in follower.events():
+                yield event
 
     # -- helpers ---------------------------------------------------------------
 

@@ -32,9 +32,13 @@ class Turn(msgspec.Struct, frozen=True):
 
     ``step`` counts the steps of this conversation from 1. ``new_messages`` holds
     the user messages that arrived since the previous step; ``tool_results`` the
-    results of the previous step's tool calls, in call order. ``emit_delta``, if
-    set, takes each piece of the step's text as it is produced, from the step's
-    thread; it returns at once, and is None when nobody listens.
+    results of the previous step's tool calls, in call order.
+
+    ``emit_delta``, when not None, sends a piece of the step's text to the live
+    subscribers that asked for deltas (an LLM's tokens as they stream). Call it
+    from the step's thread with each piece as it is produced: it returns at once,
+    costs next to nothing when nobody listens, and is best-effort. The pieces
+    are not stored; the message the step returns must hold the whole text.
     """
 
     step: int
@@ -62,6 +66,10 @@ class Agent(Protocol):
     soon (for example by closing its HTTP response). What that step then returns
     is stored, but its tool calls are not run; if it raises, nothing of it is
     stored. An agent without ``cancel`` is interrupted at the end of its step.
+
+    A step that produces its text bit by bit may pass each bit to
+    ``turn.emit_delta`` as it comes (see :class:`Turn`); one that ignores it
+    loses nothing but the live view.
 
     An agent may also have ``resume(events)``: called once, before its first
     step, when it is made for a conversation that already has a history (after

@@ -2,13 +2,17 @@
 
 Each step blocks for ``think_ms`` (as an LLM call would), burns ``cpu_ms`` of
 pure-Python CPU (holding the GIL, as parsing and prompt building do), and asks
-for ``tools_per_step`` tool calls that each block for ``tool_ms``.
+for ``tools_per_step`` tool calls that each block for ``tool_ms``. With
+``deltas``, it streams its message during the think as an LLM streams tokens:
+in that many pieces (at most one a character), evenly spread over ``think_ms``.
 """
 
 from __future__ import annotations
 
+import itertools
 import threading
 import time
+from collections.abc import Callable
 from typing import Annotated, Any
 
 import msgspec
@@ -25,6 +29,7 @@ class SimConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     tools_per_step: Annotated[int, msgspec.Meta(ge=0, le=256)] = 0
     tool_ms: Millis = 0
     fail_at_step: Annotated[int, msgspec.Meta(ge=1)] | None = None
+    deltas: Annotated[int, msgspec.Meta(ge=0, le=10_000)] = 0
 
 
 def burn_cpu(ms: float) -> None:
@@ -34,6 +39,17 @@ def burn_cpu(ms: float) -> None:
     while time.perf_counter() < deadline:
         for i in range(200):
             n += i * i
+
+
+def split_text(text: str, pieces: int) -> list[str]:
+    """``text`` in ``pieces`` non-empty pieces (fewer if it is shorter), whose
+    lengths differ by one at most."""
+    count = min(pieces, len(text))
+    if not count:
+        return []
+    size, longer = divmod(len(text), count)
+    bounds = [i * size + min(i, longer) for i in range(count + 1)]
+    return [text[a:b] for a, b in itertools.pairwise(bounds)]
 
 
 class SimAgent:
@@ -58,7 +74,7 @@ class SimAgent:
             text += f" (read {len(turn.new_messages)} new message(s))"
         # Cleared once the step has seen it, not when a step begins: a cancel
         # that came as the step began must still end its think.
-        if c.think_ms and self._cancelled.wait(c.think_ms / 1000):
+        if self._think(text, turn.emit_delta):
             self._cancelled.clear()
             return StepResult(messages=[f"{text} interrupted"])
         if c.cpu_ms:
@@ -70,6 +86,22 @@ class SimAgent:
             for i in range(c.tools_per_step)
         ]
         return StepResult(messages=[text], tool_calls=calls, done=n >= c.steps)
+
+    def _think(self, text: str, emit_delta: Callable[[str], None] | None) -> bool:
+        """Block for think_ms, emitting ``text`` in pieces over it if asked to;
+        True if cancelled meanwhile."""
+        think_s = self.config.think_ms / 1000
+        if emit_delta is None or not self.config.deltas:
+            return bool(think_s) and self._cancelled.wait(think_s)
+        pieces = split_text(text, self.config.deltas)
+        start = time.monotonic()
+        for i, piece in enumerate(pieces, 1):
+            # Against a schedule, so that waits' overheads do not add up.
+            left = start + think_s * i / len(pieces) - time.monotonic()
+            if think_s and self._cancelled.wait(max(0.0, left)):
+                return True
+            emit_delta(piece)
+        return False
 
     def call_tool(self, call: ToolCall) -> Any:
         if call.name != "sleep":

@@ -5,7 +5,7 @@ The same types decode requests, encode responses and generate the OpenAPI schema
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import msgspec
 from msgspec import UNSET, UnsetType
@@ -103,6 +103,18 @@ class EventQuery(EventCountQuery, frozen=True):
 
 class StreamQuery(msgspec.Struct, frozen=True):
     after_seq: Seq = 0
+    # Exactly "true" or "false": a lax bool would also take "1" and "True".
+    deltas: Annotated[
+        Literal["true", "false"],
+        msgspec.Meta(
+            description=(
+                "Also send token deltas while a step runs: SSE `event: delta` frames with no "
+                '`id:`, WebSocket text frames `{"type": "delta", ...}`, each with '
+                "conversation_id, step and text. Best-effort and not stored: the stored "
+                "message that ends the step has the whole text"
+            )
+        ),
+    ] = "false"
 
 
 class WaitQuery(msgspec.Struct, frozen=True):

@@ -39,31 +39,36 @@ WS_TRY_AGAIN = 1013
 WS_NOT_FOUND = 4404
 
 
-def _resume_point(request: Request) -> int:
+def _resume_point(request: Request, query: StreamQuery) -> int:
     """``Last-Event-ID`` (an SSE reconnect) wins over ``?after_seq=``."""
     last_id = request.headers.get("last-event-id")
     if last_id is not None and last_id.strip():
         return convert({"after_seq": last_id.strip()}, StreamQuery, strict=False).after_seq
-    return decode_query(request, StreamQuery).after_seq
+    return query.after_seq
 
 
 async def stream_events_sse(request: Request) -> Response:
     service = service_of(request)
     cid = request.path_params["id"]
-    after_seq = _resume_point(request)
+    query = decode_query(request, StreamQuery)
+    after_seq = _resume_point(request, query)
     await service.get(cid)  # a 404 must come before the stream's headers
-    return EventStreamResponse(service, cid, after_seq)
+    return EventStreamResponse(service, cid, after_seq, deltas=query.deltas == "true")
 
 
 class EventStreamResponse(Response):
-    """A Server-Sent Events stream of one conversation; ``id:`` is the seq."""
+    """A Server-Sent Events stream of one conversation; ``id:`` is the seq, and
+    deltas, if asked for, are ``event: delta`` frames with no ``id:``."""
 
     media_type = "text/event-stream"
 
-    def __init__(self, service: ConversationService, conversation_id: str, after_seq: int) -> None:
+    def __init__(
+        self, service: ConversationService, conversation_id: str, after_seq: int, *, deltas: bool
+    ) -> None:
         self.service = service
         self.conversation_id = conversation_id
         self.after_seq = after_seq
+        self.deltas = deltas
         self.status_code = 200
         self.background = None
         headers: Mapping[str, str] = {"Cache-Control": "no-store", "X-Accel-Buffering": "no"}
@@ -79,7 +84,7 @@ class EventStreamResponse(Response):
             headers = [*headers, (b"connection", b"close")]
         await send({"type": "http.response.start", "status": 200, "headers": headers})
         await send({"type": "http.response.body", "body": OPENING, "more_body": True})
-        follow = self.service.follow(self.conversation_id, self.after_seq)
+        follow = self.service.follow(self.conversation_id, self.after_seq, deltas=self.deltas)
         async with follow as follower, anyio.create_task_group() as tg:
             tg.start_soon(_watch_http_client, receive, follower, tg.cancel_scope)
             try:
@@ -111,7 +116,7 @@ async def stream_events_ws(websocket: WebSocket) -> None:
     cid = websocket.path_params["id"]
     try:
         service = service_of(websocket)
-        after_seq = decode_query(websocket, StreamQuery).after_seq
+        query = decode_query(websocket, StreamQuery)
         await service.get(cid)
     except Exception as exc:
         err = to_api_error(exc)
@@ -120,7 +125,8 @@ async def stream_events_ws(websocket: WebSocket) -> None:
         code = {404: WS_NOT_FOUND, 503: WS_TRY_AGAIN}.get(err.status, WS_BAD_INPUT)
         await websocket.close(code, err.message[:120])
         return
-    async with service.follow(cid, after_seq) as follower, anyio.create_task_group() as tg:
+    follow = service.follow(cid, query.after_seq, deltas=query.deltas == "true")
+    async with follow as follower, anyio.create_task_group() as tg:
         tg.start_soon(_watch_ws_client, websocket, tg.cancel_scope)
         try:
             async for frames in follower:
