@@ -15,7 +15,16 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks import report, sweep
-from benchmarks.components import appends, fanout, hotpath, interrupt, isolation, queued, search
+from benchmarks.components import (
+    appends,
+    fanout,
+    hotpath,
+    interrupt,
+    isolation,
+    llm,
+    queued,
+    search,
+)
 from benchmarks.figures import ComponentResult
 from benchmarks.machine import CpuTimes
 from benchmarks.progress import Progress, clock
@@ -52,6 +61,10 @@ def components(quick: bool) -> list[Component]:
     found += [_fanout(quick, backend) for backend in backends]
     found += [
         Component(f"interrupt, {b}", 3, lambda _, b=b: interrupt.run(quick, b)) for b in backends
+    ]
+    found += [
+        Component(f"llm step, {b}", 12 if quick else 30, lambda _, b=b: llm.run(quick, b))
+        for b in backends
     ]
     found += [
         _isolation(quick, backend, workload)

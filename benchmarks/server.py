@@ -42,6 +42,8 @@ class ServerOptions:
     # Short, so that stopping a server with runs still going takes little time.
     shutdown_grace_s: float = 1.0
     stop_guard_s: float = STOP_GUARD_S
+    # Further flags, such as the openai agent's provider.
+    extra: tuple[str, ...] = ()
 
     def args(self, port: int, db: Path) -> list[str]:
         return [
@@ -54,6 +56,7 @@ class ServerOptions:
             *("--shutdown-grace-s", str(self.shutdown_grace_s)),
             # Per-run log lines would cost the server time that the benchmark measures.
             *("--log-level", "warning"),
+            *self.extra,
         ]
 
 

@@ -36,6 +36,11 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--parallel", type=int, default=4, help="requests decoded at once")
     parser.add_argument("--ctx", type=int, default=8192, help="context shared by the slots")
+    parser.add_argument(
+        "--no-prompt-cache",
+        action="store_true",
+        help="evaluate every prompt whole, as a provider does for a prompt it has not seen",
+    )
     args = parser.parse_args()
 
     import xllamacpp
@@ -49,6 +54,7 @@ def main() -> None:
     params.n_ctx = args.ctx
     params.cpuparams.n_threads = args.threads
     params.cpuparams_batch.n_threads = args.threads
+    params.cache_prompt = not args.no_prompt_cache
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
