@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from typing import Annotated, Literal
 
 import msgspec
@@ -69,3 +70,13 @@ def takes_thing(thing: Thing) -> None:
 def calculator(expression: str) -> str:
     """Named like a built-in tool, which it may not replace."""
     return expression
+
+
+# Two calls of `meet` return only if they are under way at the same time.
+MEETING = threading.Barrier(2)
+
+
+def meet(name: str) -> str:
+    """Wait for one other caller, for at most ten seconds."""
+    MEETING.wait(10)
+    return f"{name} met"

@@ -16,6 +16,7 @@ from laneway.agents import AgentCatalog, LLMProvider
 from laneway.errors import InvalidRequest
 from laneway.models import AgentSpec, Event
 from laneway.service import ConversationService
+from laneway.tools import ToolRegistry
 from tests.scripted_llm import Reply, ScriptedLLM, scripted_llm
 from tests.services import GUARD_S, all_events, open_service, wait_status
 
@@ -45,7 +46,10 @@ async def llm_service(
 ) -> AsyncIterator[ConversationService]:
     settings: dict[str, Any] = {"timeout_s": 5.0, "max_retries": 0, "api_key": "sk-test-secret"}
     settings.update(provider)
-    catalog = AgentCatalog(llm=LLMProvider(base_url=llm.base_url, models=(MODEL,), **settings))
+    catalog = AgentCatalog(
+        llm=LLMProvider(base_url=llm.base_url, models=(MODEL,), **settings),
+        tools=ToolRegistry.with_builtins(["tests.sample_tools:meet"]),
+    )
     try:
         async with open_service(db, agents=catalog) as service:
             yield service
@@ -112,6 +116,17 @@ async def test_tool_calls_run_and_their_results_reach_the_model(llm: ScriptedLLM
     assert [m["tool_call_id"] for m in tool_messages] == ["call_0", "call_1"]
     assert tool_messages[0]["content"] == "42"
     assert kinds(events, "message")[-1]["text"] == "It is 42."
+
+
+async def test_the_calls_of_one_reply_run_at_the_same_time(llm: ScriptedLLM) -> None:
+    # Each `meet` returns only once the other is under way too.
+    llm.script(
+        Reply(tool_calls=[("meet", '{"name": "a"}'), ("meet", '{"name": "b"}')]),
+        Reply(text="both met"),
+    )
+    async with llm_service(llm) as service:
+        events = await finished(service, "meet", tools=["meet"])
+    assert [r.get("output") for r in kinds(events, "tool_result")] == ["a met", "b met"]
 
 
 @pytest.mark.parametrize(
