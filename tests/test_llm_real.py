@@ -5,9 +5,6 @@ under each backend. Run these alone with ``pytest -m llm``."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from contextlib import AbstractContextManager
 from pathlib import Path
@@ -17,13 +14,12 @@ import httpx
 import pytest
 from httpx_sse import aconnect_sse
 
-from laneway.localmodel import MODEL_NAME
-from tests.serverproc import ServerProcess, free_port, running_server
+from laneway.localmodel import MODEL_NAME, running
+from tests.serverproc import ServerProcess, running_server
 from tests.test_e2e import GUARD_S, C
 
 pytestmark = [pytest.mark.anyio, pytest.mark.llm]
 
-MODEL_START_GUARD_S = 60.0
 # Short, greedy answers: the tests are about laneway, not the model's prose.
 AGENT = {"kind": "openai", "config": {"temperature": 0, "max_tokens": 24}}
 
@@ -31,27 +27,8 @@ AGENT = {"kind": "openai", "config": {"temperature": 0, "max_tokens": 24}}
 @pytest.fixture(scope="session")
 def model_url() -> Iterator[str]:
     """One model server for the whole test run: loading takes about a second."""
-    port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "laneway.localmodel", "--port", str(port), "--parallel", "2"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + MODEL_START_GUARD_S
-        while True:
-            assert proc.poll() is None, "the model server exited"
-            assert time.monotonic() < deadline, "the model server did not start"
-            try:
-                if httpx.get(url + "/health", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                time.sleep(0.1)
-        yield url + "/v1"
-    finally:
-        proc.terminate()
-        proc.wait(GUARD_S)
+    with running("--parallel", "2") as url:
+        yield url
 
 
 def serve(backend: str, model_url: str, db: Path) -> AbstractContextManager[ServerProcess]:

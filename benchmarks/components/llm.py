@@ -17,18 +17,15 @@ from __future__ import annotations
 
 import json
 import statistics
-import subprocess
-import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 
 import httpx
 
 from benchmarks.figures import ComponentResult, Figure
-from benchmarks.server import ServerOptions, free_port, running_server
-from laneway.localmodel import MODEL_NAME
+from benchmarks.server import ServerOptions, running_server
+from laneway.localmodel import MODEL_NAME, running
 
 TARGET_RATIO = 1.10
 INTERRUPT_TARGET_MS = 100.0
@@ -38,39 +35,11 @@ CONCURRENCY = (1, 8)
 ROUNDS = 12
 QUICK_ROUNDS = 4
 INTERRUPTS = 10
-START_GUARD_S = 60.0
 C = "/api/conversations"
 AGENT = {"kind": "openai", "config": {"temperature": 0, "max_tokens": MAX_TOKENS}}
 
 # (time to first token, step time), seconds
 Timing = tuple[float, float]
-
-
-@contextmanager
-def model_server() -> Iterator[str]:
-    # No prompt cache: the same prompt, asked again and again, would otherwise
-    # skip its evaluation, which a real conversation's new turn never does.
-    port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "laneway.localmodel", "--port", str(port),
-         "--parallel", str(max(CONCURRENCY)), "--no-prompt-cache"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + START_GUARD_S
-        while True:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError("the model server did not start")
-            try:
-                if httpx.get(url + "/health", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                time.sleep(0.1)
-        yield url + "/v1"
-    finally:
-        proc.terminate()
-        proc.wait(30)
 
 
 def direct(client: httpx.Client, model_url: str) -> Timing:
@@ -168,7 +137,9 @@ def _interrupts(backend: str) -> list[float]:
 
 def run(quick: bool, backend: str) -> ComponentResult:
     rounds = QUICK_ROUNDS if quick else ROUNDS
-    with model_server() as model_url:
+    # No prompt cache: the same prompt, asked again and again, would otherwise
+    # skip its evaluation, which a real conversation's new turn never does.
+    with running("--parallel", str(max(CONCURRENCY)), "--no-prompt-cache") as model_url:
         options = ServerOptions(
             backend=backend,
             run_lane_size=max(CONCURRENCY),

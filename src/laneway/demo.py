@@ -8,35 +8,10 @@ and stops both on Ctrl-C.
 from __future__ import annotations
 
 import argparse
-import socket
 import subprocess
 import sys
-import time
-import urllib.error
-import urllib.request
 
-from laneway.localmodel import MODEL_NAME
-
-START_GUARD_S = 60.0
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def wait_healthy(url: str, proc: subprocess.Popen[bytes]) -> None:
-    deadline = time.monotonic() + START_GUARD_S
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise SystemExit(f"{proc.args!r} exited with {proc.returncode}")
-        try:
-            with urllib.request.urlopen(url, timeout=1):
-                return
-        except (urllib.error.URLError, OSError):
-            time.sleep(0.1)
-    raise SystemExit(f"{url} did not answer within {START_GUARD_S:g} s")
+from laneway.localmodel import MODEL_NAME, running, wait_healthy
 
 
 def instructions(base: str) -> str:
@@ -67,17 +42,9 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=8000)
     parser.add_argument("--backend", default="asyncio", choices=["asyncio", "trio"])
     args = parser.parse_args()
-    model_port = free_port()
-    model = subprocess.Popen(
-        [sys.executable, "-m", "laneway.localmodel", "--port", str(model_port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        model_url = f"http://127.0.0.1:{model_port}"
-        wait_healthy(model_url + "/health", model)
+    with running() as model_url:
         command = ["laneway", "serve", "--host", args.host, "--port", str(args.port)]
-        command += ["--backend", args.backend, "--llm-base-url", model_url + "/v1"]
+        command += ["--backend", args.backend, "--llm-base-url", model_url]
         command += ["--llm-models", MODEL_NAME]
         server = subprocess.Popen([sys.executable, "-m", *command])
         try:
@@ -90,9 +57,6 @@ def main() -> None:
         finally:
             server.terminate()
             server.wait()
-    finally:
-        model.terminate()
-        model.wait()
 
 
 if __name__ == "__main__":

