@@ -178,6 +178,19 @@ async def test_errors_past_the_retries_end_the_run_naming_the_provider_error(
     assert kinds(events, "status")[-1]["status"] == "error"
 
 
+async def test_messages_of_a_failed_step_are_sent_once_when_the_next_run_reads_them(
+    llm: ScriptedLLM,
+) -> None:
+    llm.script(Reply(status=500), Reply(text="better now"))
+    async with llm_service(llm) as service:
+        events = await finished(service, "first")
+        cid = events[0].conversation_id
+        await service.send_message(cid, "second")
+        await wait_status(service, cid, "finished")
+    users = [m["content"] for m in llm.requests[-1]["messages"] if m["role"] == "user"]
+    assert users == ["first", "second"]
+
+
 async def test_a_stream_that_stalls_times_out_as_an_error(llm: ScriptedLLM) -> None:
     llm.script(Reply(text="never finished", stall_after=2))
     async with llm_service(llm, timeout_s=0.5) as service:

@@ -59,6 +59,11 @@ class History:
     def add_assistant(self, text: str, calls: list[ToolCall]) -> None:
         self._entries.append(_Assistant(text, calls))
 
+    def forget_last(self, count: int) -> None:
+        """Take back the last ``count`` entries added."""
+        if count:
+            del self._entries[-count:]
+
     def add_results(self, results: Iterable[ToolResult]) -> None:
         self._entries += [_Result(r.id, result_content(r.output, r.error)) for r in results]
 

@@ -121,6 +121,11 @@ class OpenAIAgent:
         reply = _Reply()
         try:
             interrupted = self._stream_reply(reply, turn)
+        except BaseException:
+            # The messages stay unread in the log, and the next run gives them
+            # to a step again; the results were the log's last word on their calls.
+            self._history.forget_last(len(turn.new_messages))
+            raise
         finally:
             with self._lock:
                 # Seen or not, a cancel is for the step it came during.
