@@ -47,9 +47,13 @@ class ServerProcess:
 
 @contextmanager
 def running_server(
-    backend: str, extra_args: Sequence[str] = (), env: dict[str, str] | None = None
+    backend: str,
+    extra_args: Sequence[str] = (),
+    env: dict[str, str] | None = None,
+    port: int | None = None,
 ) -> Iterator[ServerProcess]:
-    port = free_port()
+    """``port``: a fixed one, as a server restarted in its predecessor's place takes."""
+    port = port or free_port()
     cmd = [sys.executable, "-m", "laneway", "serve", "--host", "127.0.0.1", "--port", str(port)]
     cmd += ["--backend", backend, *extra_args]
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("LANEWAY_")}

@@ -27,8 +27,6 @@ from laneway.models import MAX_PAGE, Conversation, Event, EventFilter
 from laneway.runhandle import RunHandle
 from laneway.service import ConversationService
 
-DEFAULT_WAIT_S = 60.0
-MAX_WAIT_S = 600.0
 # A wait answers at most this many events, oldest first; the events route pages on.
 MAX_WAIT_EVENTS = MAX_PAGE
 

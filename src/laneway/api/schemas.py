@@ -23,7 +23,10 @@ from laneway.models import (
     Order,
     Status,
 )
-from laneway.waiting import DEFAULT_WAIT_S, MAX_WAIT_S
+
+# How long a wait may last: a waiting request holds a connection, not a thread.
+DEFAULT_WAIT_S = 60.0
+MAX_WAIT_S = 600.0
 
 Title = Annotated[str, msgspec.Meta(max_length=500)]
 MaxSteps = Annotated[int, msgspec.Meta(ge=1, le=100_000)]
