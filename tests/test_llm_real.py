@@ -64,6 +64,9 @@ async def test_tokens_stream_before_the_stored_answer_and_add_up_to_it(
                 sent = await client.post(f"{C}/{cid}/messages", json={"content": "Say hello."})
                 assert sent.status_code == 202, sent.text
                 async for frame in sse.aiter_sse():
+                    if not frame.data:
+                        # A keepalive: httpx-sse gives one as a frame once an id was seen.
+                        continue
                     data = json.loads(frame.data)
                     if frame.event == "delta":
                         deltas.append(data["text"])
