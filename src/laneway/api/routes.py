@@ -10,8 +10,8 @@ from starlette.routing import BaseRoute, Route, WebSocketRoute
 
 from laneway.api import conversations as conv
 from laneway.api import events as ev
+from laneway.api import lane_stream, streams, waits
 from laneway.api import operations as ops
-from laneway.api import streams, waits
 from laneway.api.routing import Endpoint, Operation
 from laneway.api.schemas import (
     MAX_SEQ,
@@ -104,6 +104,15 @@ OPERATIONS: list[Operation] = [
               {200: Event, 404: None},
               path_schemas={"seq": {"type": "integer", "minimum": 0, "maximum": MAX_SEQ}}),
     Operation("GET", "/api/lanes", ops.get_lanes, "Lane snapshots", "lanes", {200: LanesView}),
+    Operation(
+        "GET", "/api/lanes/stream", lane_stream.stream_lanes_sse,
+        "Stream lane snapshots (Server-Sent Events)", "lanes",
+        {200: None}, produces=("text/event-stream",),
+        descriptions={
+            200: "One snapshot at once, then one a second, each frame's data what GET "
+                 "/api/lanes answers, until the client goes or the server stops",
+        },
+    ),
     Operation(
         "PUT", "/api/lanes/{name}", ops.resize_lane, "Resize a lane live", "lanes",
         {200: LaneSnapshot, 404: None}, body=ResizeLane,
