@@ -12,6 +12,7 @@ from laneway.api import conversations as conv
 from laneway.api import events as ev
 from laneway.api import lane_stream, streams, waits
 from laneway.api import operations as ops
+from laneway.api.operator_page import page_routes
 from laneway.api.routing import Endpoint, Operation
 from laneway.api.schemas import (
     MAX_SEQ,
@@ -161,4 +162,5 @@ def build_routes(openapi_document: bytes) -> list[BaseRoute]:
     ]
     routes.append(WebSocketRoute(CID + "/events/stream", streams.stream_events_ws))
     routes.append(Route("/openapi.json", openapi, methods=["GET"], include_in_schema=False))
+    routes += page_routes()
     return routes
