@@ -48,7 +48,8 @@ class SSEStream:
         self._buffer = b""
 
     async def frame(self) -> dict[str, str]:
-        """The next frame, comments (keepalives) left out."""
+        """The next frame, comments (keepalives) left out; EndOfStream once the
+        response is over."""
         while True:
             block, sep, rest = self._buffer.partition(b"\n\n")
             if not sep:
@@ -95,8 +96,14 @@ async def sse_stream(
         "client": ("127.0.0.1", 50000),
         "server": ("127.0.0.1", 80),
     }
+
+    async def respond() -> None:
+        # The response is over when the app returns: frame() then raises EndOfStream.
+        async with chunks_in:
+            await app(scope, receive, send)
+
     async with anyio.create_task_group() as tg, chunks_in, chunks_out:
-        tg.start_soon(app, scope, receive, send)
+        tg.start_soon(respond)
         try:
             yield SSEStream(chunks_out)
         finally:

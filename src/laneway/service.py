@@ -87,6 +87,9 @@ class ConversationService:
         self.messages = MessageDelivery(
             self.runs, append=self._append, record=self._record, not_admitted=self._not_admitted
         )
+        # Set by drain: streams that follow no conversation (the lanes stream)
+        # end on it, as the broker's close_all ends the event streams.
+        self.draining = anyio.Event()
 
     # -- lifecycle -------------------------------------------------------------
 
@@ -112,7 +115,7 @@ class ConversationService:
 
     def drain(self) -> None:
         """Begin shutting down: admit no new runs, ask every run to pause (see
-        :meth:`Runs.begin_shutdown`) and end every event stream.
+        :meth:`Runs.begin_shutdown`) and end every event stream and lanes stream.
 
         The server calls this as soon as it is asked to stop, because it waits for
         open connections to close before the app's own shutdown runs, and a
@@ -120,6 +123,7 @@ class ConversationService:
         """
         self.runs.begin_shutdown()
         self.broker.close_all()
+        self.draining.set()
 
     def drain_soon(self) -> None:
         """:meth:`drain` from a signal handler or another thread: on the loop's

@@ -10,8 +10,9 @@ from starlette.routing import BaseRoute, Route, WebSocketRoute
 
 from laneway.api import conversations as conv
 from laneway.api import events as ev
+from laneway.api import lane_stream, streams, waits
 from laneway.api import operations as ops
-from laneway.api import streams, waits
+from laneway.api.operator_page import page_routes
 from laneway.api.routing import Endpoint, Operation
 from laneway.api.schemas import (
     MAX_SEQ,
@@ -105,6 +106,15 @@ OPERATIONS: list[Operation] = [
               path_schemas={"seq": {"type": "integer", "minimum": 0, "maximum": MAX_SEQ}}),
     Operation("GET", "/api/lanes", ops.get_lanes, "Lane snapshots", "lanes", {200: LanesView}),
     Operation(
+        "GET", "/api/lanes/stream", lane_stream.stream_lanes_sse,
+        "Stream lane snapshots (Server-Sent Events)", "lanes",
+        {200: None}, produces=("text/event-stream",),
+        descriptions={
+            200: "One snapshot at once, then one a second, each frame's data what GET "
+                 "/api/lanes answers, until the client goes or the server stops",
+        },
+    ),
+    Operation(
         "PUT", "/api/lanes/{name}", ops.resize_lane, "Resize a lane live", "lanes",
         {200: LaneSnapshot, 404: None}, body=ResizeLane,
         path_schemas={"name": {"type": "string", "enum": list(LANE_NAMES)}},
@@ -152,4 +162,5 @@ def build_routes(openapi_document: bytes) -> list[BaseRoute]:
     ]
     routes.append(WebSocketRoute(CID + "/events/stream", streams.stream_events_ws))
     routes.append(Route("/openapi.json", openapi, methods=["GET"], include_in_schema=False))
+    routes += page_routes()
     return routes

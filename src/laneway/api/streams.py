@@ -8,8 +8,6 @@ once and a quiet stream still gets its keepalive.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-
 import anyio
 from starlette.requests import Request
 from starlette.responses import Response
@@ -39,6 +37,29 @@ WS_TRY_AGAIN = 1013
 WS_NOT_FOUND = 4404
 
 
+class SSEResponse(Response):
+    """A response of Server-Sent Events, sent by the subclass's ``__call__``:
+    :meth:`start`, then the frames, until the stream ends."""
+
+    media_type = "text/event-stream"
+
+    def __init__(self) -> None:
+        self.status_code = 200
+        self.background = None
+        # No cache may keep a live stream, and no proxy may buffer it.
+        self.init_headers({"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
+
+    async def start(self, scope: Scope, send: Send) -> None:
+        headers = self.raw_headers
+        if scope.get("http_version") == "1.1":
+            # A stream ends only when the client goes, its conversation is
+            # deleted or the server stops, and a client follows again on a new
+            # connection. Kept open instead, the connection kept hypercorn from
+            # exiting until its graceful timeout. (HTTP/2 has no such header.)
+            headers = [*headers, (b"connection", b"close")]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+
+
 def _resume_point(request: Request, query: StreamQuery) -> int:
     """``Last-Event-ID`` (an SSE reconnect) wins over ``?after_seq=``."""
     last_id = request.headers.get("last-event-id")
@@ -56,11 +77,9 @@ async def stream_events_sse(request: Request) -> Response:
     return EventStreamResponse(service, cid, after_seq, deltas=query.deltas == "true")
 
 
-class EventStreamResponse(Response):
+class EventStreamResponse(SSEResponse):
     """A Server-Sent Events stream of one conversation; ``id:`` is the seq, and
     deltas, if asked for, are ``event: delta`` frames with no ``id:``."""
-
-    media_type = "text/event-stream"
 
     def __init__(
         self, service: ConversationService, conversation_id: str, after_seq: int, *, deltas: bool
@@ -69,20 +88,10 @@ class EventStreamResponse(Response):
         self.conversation_id = conversation_id
         self.after_seq = after_seq
         self.deltas = deltas
-        self.status_code = 200
-        self.background = None
-        headers: Mapping[str, str] = {"Cache-Control": "no-store", "X-Accel-Buffering": "no"}
-        self.init_headers(headers)
+        super().__init__()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        headers = self.raw_headers
-        if scope.get("http_version") == "1.1":
-            # A stream ends only when its conversation is deleted or the server
-            # stops, and a client follows again on a new connection. Kept open
-            # instead, the connection kept hypercorn from exiting until its
-            # graceful timeout. (HTTP/2 has no such header.)
-            headers = [*headers, (b"connection", b"close")]
-        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await self.start(scope, send)
         await send({"type": "http.response.body", "body": OPENING, "more_body": True})
         follow = self.service.follow(self.conversation_id, self.after_seq, deltas=self.deltas)
         async with follow as follower, anyio.create_task_group() as tg:
