@@ -44,9 +44,9 @@ from laneway.models import (
 )
 from laneway.owed import Append, OwedStatuses
 from laneway.runhandle import RunHandle
-from laneway.runner import AgentState, Runner, error_event
+from laneway.runner import AgentState, Runner, thread_failure
 from laneway.shutdown import pause_all
-from laneway.store.base import EventStore, StoreUnavailable
+from laneway.store.base import EventStore
 from laneway.toolcalls import tool_result_data
 from laneway.watchdog import watch_stuck_steps
 
@@ -336,7 +336,7 @@ class Runs:
                 try:
                     state = await self.lanes.run.to_thread(execute, abandon_on_cancel=True)
                 except Exception as exc:
-                    failure = self._failure(cid, exc)
+                    failure = thread_failure(cid, exc)
                 else:
                     if state is not None and not handle.state.deleted:
                         self.agents[cid] = state
@@ -349,21 +349,6 @@ class Runs:
             handle.start_again()
             log.info("run %s started again for messages left unread", cid)
             execute = runner.execute_again
-
-    def _failure(
-        self, conversation_id: str, exc: Exception
-    ) -> tuple[list[NewEvent], ConversationUpdate]:
-        """What to store for a run whose thread raised. The agent's own errors end
-        in an "error" status inside the thread; this is the store failing under
-        the run (or a bug). The run ends in error all the same, its status owed
-        if the store still refuses it."""
-        reason = f"{type(exc).__name__}: {exc}"
-        if isinstance(exc, StoreUnavailable):
-            log.error("run %s ended: its writes failed: %s", conversation_id, exc)
-        else:
-            log.exception("run %s ended: %s", conversation_id, reason)
-        update = ConversationUpdate(status="error", last_error=reason)
-        return [error_event(exc), status_event("error", reason)], update
 
     def _log_end(self, handle: RunHandle) -> None:
         cid = handle.conversation_id
