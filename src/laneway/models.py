@@ -92,6 +92,9 @@ class ConversationRecord(msgspec.Struct, frozen=True):
     last_seq: int = 0
     # The seq of the last user message a run has handed to the agent.
     read_seq: int = 0
+    # The place in the queue order given when the status last became "queued"
+    # (see EventStore.recover_interrupted); None if it never has.
+    queue_order: int | None = None
 
 
 class ConversationUpdate(msgspec.Struct, frozen=True, kw_only=True):
@@ -101,6 +104,8 @@ class ConversationUpdate(msgspec.Struct, frozen=True, kw_only=True):
     steps_done: int | msgspec.UnsetType = msgspec.UNSET
     last_error: str | msgspec.UnsetType | None = msgspec.UNSET
     read_seq: int | msgspec.UnsetType = msgspec.UNSET
+    # Given with the status "queued" (see EventStore.append).
+    queue_order: int | msgspec.UnsetType | None = msgspec.UNSET
 
     def changes(self) -> dict[str, Any]:
         """The fields this update sets, by name."""
