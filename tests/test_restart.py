@@ -8,6 +8,7 @@ import uuid
 from collections.abc import Sequence
 from pathlib import Path
 
+import anyio
 import pytest
 
 from laneway.lanes import SHARED_POOL_SIZE, LaneFull
@@ -40,7 +41,7 @@ def left_queued(db: str, agents: Sequence[AgentSpec]) -> list[str]:
         for n, agent in enumerate(agents):
             now = utc_now()
             cid = uuid.uuid4().hex
-            record = ConversationRecord(cid, "", "queued", agent, 10, now, now)
+            record = ConversationRecord(cid, "", "queued", agent, 10, now, now, queue_order=n + 1)
             message = NewEvent("message", "user", {"text": f"m{n}"})
             store.create_conversation(record, [status_event("idle", "created"), message])
             cids.append(cid)
@@ -169,3 +170,51 @@ async def test_in_shared_mode_the_room_is_the_whole_pool(tmp_path: Path) -> None
         last = (await all_events(service, cids[-1]))[-1]
         assert last.data == {"status": "paused", "reason": NOT_REQUEUED_REASON}
         assert service.lanes.run.snapshot().rejected == 0
+
+
+async def test_runs_admitted_at_once_are_queued_again_in_the_order_the_queue_held_them(
+    tmp_path: Path,
+) -> None:
+    db = str(tmp_path / "laneway.db")
+    blocker_spec, blocker_gate = gate_spec()
+    spec, gate = gate_spec()
+    count = 60  # admissions of each kind: a new conversation, a message to an idle one
+    lanes = {"run_size": 1, "run_max_waiting": 4 * count, "io_max_waiting": 4 * count}
+    try:
+        async with open_service(db, **lanes, shutdown_grace_s=0.1) as service:
+            blocker = await service.create(agent=blocker_spec, initial_message="a")
+            await wait_status(service, blocker.id, "running")
+            idle = [(await service.create(agent=spec)).id for _ in range(count)]
+            created: list[str] = []
+
+            async def create(n: int) -> None:
+                created.append((await service.create(agent=spec, initial_message=f"c{n}")).id)
+
+            # Admitted at once, their "queued" writes commit together, and come
+            # back to the loop in an order of their own.
+            async with anyio.create_task_group() as tg:
+                for n, cid in enumerate(idle):
+                    tg.start_soon(create, n)
+                    tg.start_soon(service.send_message, cid, f"m{n}")
+            cids = [*idle, *created]
+            place = dict(zip(cids, await positions(service, cids), strict=True))
+            held = sorted(cids, key=lambda cid: place[cid] or 0)
+            assert [place[cid] for cid in held] == list(range(1, 2 * count + 1))
+            # A shutdown that cannot write leaves them queued, as a kill would.
+            service.lanes.io.resize(1)
+            service.lanes.io.max_waiting = 0
+            async with lane_held(service.lanes.io):
+                await service.runs.shut_down()
+        # Its thread, left behind, ends while the loop can still answer it.
+        blocker_gate.set()
+        async with open_service(db, **lanes) as service:
+            # The head of the old queue has the token, the rest their old places.
+            after = await positions(service, held)
+            out_of_place = sum(p != n for n, p in enumerate(after[1:], 1))
+            assert out_of_place == 0, f"{out_of_place} of {len(after) - 1} requeued out of place"
+            assert after[0] is None
+            await wait_status(service, held[0], "running")
+            gate.set()  # the run ends, and the rest are paused
+    finally:
+        blocker_gate.set()
+        gate.set()

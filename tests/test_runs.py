@@ -10,7 +10,7 @@ from typing import Any
 import anyio
 import pytest
 
-from laneway.errors import Conflict, NotFound, RunNotAdmitted, ShuttingDown, StoreUnavailable
+from laneway.errors import Conflict, NotFound, RunNotAdmitted, StoreUnavailable
 from laneway.lanes import SHARED_POOL_SIZE, LaneFull
 from laneway.models import AgentSpec, Conversation, ConversationUpdate, Event, EventFilter
 from laneway.service import ConversationService
@@ -152,44 +152,6 @@ async def test_queue_filled_while_queued_was_written_puts_the_status_back(
         ]
         assert events[-3] == sent.value.event
         assert c.id not in service.runs.handles
-
-
-async def test_create_puts_the_status_back_if_refused_after_storing_queued(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    def put_back_events(events: list[Event]) -> list[dict[str, Any]]:
-        return [e.data for e in events if e.kind == "status"][-2:]
-
-    async with full_run_queue() as (service, _):
-        # As if the queue had filled after create's own check.
-        monkeypatch.setattr(service.runs, "check_admission", lambda: None)
-        with pytest.raises(RunNotAdmitted) as refused:
-            await service.create(initial_message="kept")
-        full = refused.value.conversation
-        assert full is not None
-        assert full.status == "idle"
-        assert put_back_events(await all_events(service, full.id)) == [
-            {"status": "queued"},
-            {"status": "idle", "reason": "run queue full"},
-        ]
-
-    async with open_service() as service:
-        # As if shutdown had begun after create's own check.
-        check = service.runs.check_admission
-
-        def check_then_shut_down() -> None:
-            check()
-            service.runs.stop_admitting()
-
-        monkeypatch.setattr(service.runs, "check_admission", check_then_shut_down)
-        with pytest.raises(ShuttingDown):
-            await service.create(initial_message="late")
-        [late], _ = await service.list_conversations()
-        assert late.status == "idle"
-        assert put_back_events(await all_events(service, late.id)) == [
-            {"status": "queued"},
-            {"status": "idle", "reason": "server shutting down"},
-        ]
 
 
 async def test_pause_returns_when_the_queued_write_of_a_run_fails(

@@ -128,7 +128,7 @@ async def test_live_run_fields_count_only_while_the_status_is_active() -> None:
     # A run's final status commits a moment before its handle is dropped.
     async with open_service() as service:
         conv = await service.create()
-        handle = RunHandle(conv.id)
+        handle = RunHandle(conv.id, queue_order=0)
         handle.state = RunState(Phase.RUNNING, enqueued=True, pause=PAUSE_REASON)
         service.runs.handles[conv.id] = handle
         try:

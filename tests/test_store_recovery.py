@@ -48,15 +48,19 @@ def recover(store: SQLiteEventStore, room: int = ROOM) -> Recovery:
     )
 
 
-def queue(store: SQLiteEventStore, cid: str) -> None:
-    store.append(cid, [status_event("queued")], ConversationUpdate(status="queued"))
+def queue(store: SQLiteEventStore, cid: str, place: int | None = None) -> None:
+    """Queue ``cid`` at ``place`` in the queue order; by default after all."""
+    place = store.last_queue_order() + 1 if place is None else place
+    update = ConversationUpdate(status="queued", queue_order=place)
+    store.append(cid, [status_event("queued")], update)
 
 
-def queue_in_one_batch(store: SQLiteEventStore, cids: list[str]) -> None:
-    """Queue ``cids`` from threads whose appends one commit takes together, in
-    this order: each thread joins the writer's queue before the next starts."""
+def queue_in_one_batch(store: SQLiteEventStore, places: list[tuple[str, int]]) -> None:
+    """Queue each conversation at its place from threads whose appends one
+    commit takes together, in this order: each thread joins the writer's queue
+    before the next starts."""
     writer = store._writer
-    threads = [threading.Thread(target=queue, args=(store, cid)) for cid in cids]
+    threads = [threading.Thread(target=queue, args=(store, *place)) for place in places]
     with writer.lock:
         for count, thread in enumerate(threads, 1):
             thread.start()
@@ -68,7 +72,8 @@ def queue_in_one_batch(store: SQLiteEventStore, cids: list[str]) -> None:
             assert len(writer._queue) == count
     for thread in threads:
         thread.join(timeout=30)
-    assert all(store.get_conversation(cid).status == "queued" for cid in cids)  # type: ignore[union-attr]
+    for cid, place in places:
+        assert store.get_conversation(cid).queue_order == place  # type: ignore[union-attr]
 
 
 def last_event(store: SQLiteEventStore, cid: str) -> Event:
@@ -81,7 +86,9 @@ def test_running_runs_are_paused_and_queued_ones_kept_in_the_order_they_were_que
     by_status = {status: create(store, status, [msg("a")]) for status in STATUSES}
     later = [create(store, events=[msg(f"q{i}")]) for i in range(5)]
     queue(store, later[4])
-    queue_in_one_batch(store, [later[2], later[0], later[3]])
+    # The places given order them, not the order one commit took them in.
+    n = store.last_queue_order()
+    queue_in_one_batch(store, [(later[3], n + 3), (later[0], n + 2), (later[2], n + 1)])
     queue(store, later[1])
     recovery = recover(store)
     assert recovery.paused == [by_status["running"]]
@@ -120,7 +127,8 @@ def test_a_run_queued_again_goes_to_the_back_and_the_order_survives_a_reopen(db:
     store.close()
     store = SQLiteEventStore(db)
     try:
-        # Numbering goes on from what the reopened file holds.
+        # Numbering goes on from what the reopened file holds queued.
+        assert store.last_queue_order() == 3
         queue(store, first)
         fourth = create(store, "queued")
         assert [r.id for r in recover(store).requeued] == [second, third, first, fourth]
@@ -177,7 +185,9 @@ def test_queued_runs_of_the_previous_schema_keep_their_data_and_the_order_of_the
     store = SQLiteEventStore(db)
     try:
         assert read_pragma(store, "user_version") == len(_sqlite_schema.MIGRATIONS)
-        assert store.get_conversation(cids[0]) == msgspec.structs.replace(records[0], last_seq=1)
+        # Numbered second, by the time of its last write.
+        expected = msgspec.structs.replace(records[0], last_seq=1, queue_order=2)
+        assert store.get_conversation(cids[0]) == expected
         queue(store, later := create(store, events=[msg("later")]))
         recovery = recover(store)
         assert recovery.paused == [cids[3]]
@@ -197,3 +207,16 @@ def test_a_status_event_alone_takes_no_place_in_the_queue(store: SQLiteEventStor
     # A "queued" event without the status change (as a restart writes) keeps the place.
     store.append(first, [NewEvent("status", "system", {"status": "queued"})])
     assert [r.id for r in recover(store).requeued] == [first, second]
+
+
+def test_a_queued_status_without_its_place_is_refused_and_nothing_written(
+    store: SQLiteEventStore,
+) -> None:
+    cid = create(store, events=[msg("a")])
+    with pytest.raises(ValueError, match="queue order"):
+        store.append(cid, [status_event("queued")], ConversationUpdate(status="queued"))
+    with pytest.raises(ValueError, match="queue order"):
+        store.create_conversation(new_record("queued"), [msg("b")])
+    assert [e.data for e in all_events(store, cid)] == [{"text": "a"}]
+    assert store.count_conversations(status=None) == 1
+    assert store.last_queue_order() == 0

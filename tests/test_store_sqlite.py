@@ -58,6 +58,8 @@ def create(
     store: SQLiteEventStore, status: Status = "idle", events: Sequence[NewEvent] = ()
 ) -> str:
     record = new_record(status)
+    if status == "queued":
+        record = msgspec.structs.replace(record, queue_order=store.last_queue_order() + 1)
     store.create_conversation(record, events)
     return record.id
 

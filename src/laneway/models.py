@@ -99,6 +99,9 @@ class ConversationRecord(msgspec.Struct, frozen=True):
     last_seq: int = 0
     # The seq of the last user message a run has handed to the agent.
     read_seq: int = 0
+    # The place in the queue order given when the status last became "queued"
+    # (see EventStore.recover_interrupted); None if it never has.
+    queue_order: int | None = None
     # Tokens the conversation's LLM steps have used, summed.
     prompt_tokens: int = 0
     completion_tokens: int = 0
@@ -111,6 +114,8 @@ class ConversationUpdate(msgspec.Struct, frozen=True, kw_only=True):
     steps_done: int | msgspec.UnsetType = msgspec.UNSET
     last_error: str | msgspec.UnsetType | None = msgspec.UNSET
     read_seq: int | msgspec.UnsetType = msgspec.UNSET
+    # Given with the status "queued" (see EventStore.append).
+    queue_order: int | msgspec.UnsetType | None = msgspec.UNSET
     prompt_tokens: int | msgspec.UnsetType = msgspec.UNSET
     completion_tokens: int | msgspec.UnsetType = msgspec.UNSET
 

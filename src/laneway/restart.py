@@ -2,9 +2,10 @@
 
 A run left ``running`` becomes ``paused``: its step may have had effects (a
 tool call sent, a message half written), so it is not run again unasked. A
-run left ``queued`` had not begun, and is queued again, in the order the
-store took the "queued" statuses in. After a clean shutdown none is left
-(shutdown pauses them); a kill, a crash or a power cut leaves them.
+run left ``queued`` had not begun, and is queued again, in its queue order,
+which is the order the run lane held the queued runs in. After a clean
+shutdown none is left (shutdown pauses them); a kill, a crash or a power cut
+leaves them.
 """
 
 from __future__ import annotations
@@ -50,7 +51,10 @@ async def settle(store: EventStore, lanes: Lanes) -> Recovery:
 
 
 async def requeue(runs: Runs, records: Sequence[ConversationRecord]) -> None:
-    """Queue again, in their order, the runs :func:`settle` kept queued.
+    """Queue again, in their order, the runs :func:`settle` kept queued: one at
+    a time, each in the run lane before the next starts. Runs reserved after
+    them are numbered after the largest place they hold (see
+    :meth:`EventStore.last_queue_order`), so they keep coming after them.
 
     They were admitted before, so the run queue's bound does not refuse them:
     the store kept only as many as the run lane had room for, and nothing else

@@ -70,8 +70,10 @@ class Interruptible(Protocol):
 class RunHandle:
     """One run, from its reservation until its task ends."""
 
-    def __init__(self, conversation_id: str) -> None:
+    def __init__(self, conversation_id: str, *, queue_order: int) -> None:
         self.conversation_id = conversation_id
+        # Its place in the order runs enter the run lane, stored with "queued".
+        self.queue_order = queue_order
         self.state = RunState()
         # Cancels the wait for a run token (pause, interrupt or delete while queued).
         self.wait_scope = anyio.CancelScope()

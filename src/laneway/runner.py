@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import logging
 import threading
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Literal
@@ -36,8 +37,10 @@ from laneway.models import (
     status_event,
 )
 from laneway.runhandle import RunHandle, StuckStep
-from laneway.store.base import EventStore, NotFound
+from laneway.store.base import EventStore, NotFound, StoreUnavailable
 from laneway.toolcalls import Spawn, ToolCalls, tool_result_data
+
+log = logging.getLogger("laneway.runs")
 
 Outcome = Literal["finished", "paused", "error", "stuck"]
 MakeAgent = Callable[[AgentSpec], Agent]
@@ -48,6 +51,22 @@ HISTORY_KINDS = ("message", "tool_call", "tool_result")
 
 def error_event(exc: BaseException) -> NewEvent:
     return NewEvent("error", "system", {"type": type(exc).__name__, "message": str(exc)})
+
+
+def thread_failure(
+    conversation_id: str, exc: Exception
+) -> tuple[list[NewEvent], ConversationUpdate]:
+    """What to store for a run whose thread raised. The agent's own errors end
+    in an "error" status inside the thread; this is the store failing under
+    the run (or a bug). The run ends in error all the same, its status owed
+    if the store still refuses it."""
+    reason = f"{type(exc).__name__}: {exc}"
+    if isinstance(exc, StoreUnavailable):
+        log.error("run %s ended: its writes failed: %s", conversation_id, exc)
+    else:
+        log.exception("run %s ended: %s", conversation_id, reason)
+    update = ConversationUpdate(status="error", last_error=reason)
+    return [error_event(exc), status_event("error", reason)], update
 
 
 class AgentState:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from types import TracebackType
 
 import anyio
@@ -44,13 +44,17 @@ from laneway.models import (
 )
 from laneway.owed import Append, OwedStatuses
 from laneway.runhandle import RunHandle
-from laneway.runner import AgentState, MakeAgent, Runner, error_event
+from laneway.runner import AgentState, MakeAgent, Runner, thread_failure
 from laneway.shutdown import pause_all
-from laneway.store.base import EventStore, StoreUnavailable
+from laneway.store.base import EventStore
 from laneway.toolcalls import tool_result_data
+from laneway.turnstile import Turnstile
 from laneway.watchdog import watch_stuck_steps
 
 log = logging.getLogger("laneway.runs")
+
+# Stores the "queued" status of a run, given its place in the queue order.
+StoreQueued = Callable[[int], Awaitable[object]]
 
 
 class Runs:
@@ -81,6 +85,9 @@ class Runs:
         # What runs that ended are owed while the store refuses writes.
         self.owed = OwedStatuses(store, lanes.io, broker, append)
         self._tg: TaskGroup | None = None
+        # Runs enter the run lane in the order they are reserved, which is the
+        # order a restart queues them again in (see reserve and launch).
+        self._turnstile = Turnstile(store.last_queue_order())
         self._admitting = False
         # Set once shutdown has begun (see begin_shutdown), and once it is over.
         self._shutting_down = False
@@ -157,12 +164,6 @@ class Runs:
         finally:
             self._shut_down.set()
 
-    def check_admission(self) -> None:
-        """Raise ShuttingDown, or LaneFull (counted as rejected), if a run could not
-        be queued now."""
-        self._check_admitting()
-        self.lanes.run.check_admission()
-
     def _check_admitting(self) -> None:
         if not self._admitting or self._tg is None:
             raise ShuttingDown("the server is shutting down and admits no new runs")
@@ -173,16 +174,14 @@ class Runs:
         """Queue a run of ``record``; None if one is already queued or running.
         Raises ShuttingDown, or LaneFull when the run queue is full.
 
-        ``queued_stored``: the caller has already stored the "queued" status, as
-        a new conversation is created queued in the same write. ``record`` is
-        then still the record as it was before that status, which is put back
+        ``queued_stored``: the "queued" status is stored already, as for the
+        runs a restart queues again. ``record`` is then the record to put back
         if the run is refused after all.
         """
         try:
             handle = self.reserve(record)
         except (ShuttingDown, LaneFull) as exc:
             if queued_stored:
-                # Refused while the caller was storing "queued".
                 full = isinstance(exc, LaneFull)
                 await self._put_back(record, "run queue full" if full else "server shutting down")
             raise
@@ -191,14 +190,16 @@ class Runs:
         return handle
 
     def reserve(self, record: ConversationRecord) -> RunHandle | None:
-        """Claim the run of ``record`` before anything is written; None if one is
-        already queued or running. Raises ShuttingDown, or LaneFull when the run
-        queue is full. Follow with :meth:`launch`, which starts it."""
+        """Claim the run of ``record`` before anything is written, and number its
+        place in the queue order; None if one is already queued or running.
+        Raises ShuttingDown, or LaneFull when the run queue is full. Follow at
+        once with :meth:`launch`, which starts it: every run reserved later
+        waits for it to enter the run lane or give up."""
         self._check_admitting()
         if record.id in self.handles:
             return None
         self.lanes.run.check_admission()
-        handle = RunHandle(record.id)
+        handle = RunHandle(record.id, queue_order=self._turnstile.take())
         self.handles[record.id] = handle
         return handle
 
@@ -207,18 +208,25 @@ class Runs:
         handle: RunHandle,
         record: ConversationRecord,
         *,
-        queued_stored: bool = False,
         first: Sequence[NewEvent] = (),
+        store_queued: StoreQueued | None = None,
+        queued_stored: bool = False,
     ) -> list[Event]:
-        """Store ``first`` and the "queued" status in one write (unless
-        ``queued_stored``), then put the reserved run in the run queue. Returns
-        what was stored of ``first``.
+        """Store ``first`` and the "queued" status with the run's place in the
+        queue order, in one write, then put the reserved run in the run queue
+        once every run reserved before it is in (see :mod:`.turnstile`).
+        Returns what was stored of ``first``.
+
+        ``store_queued`` makes that write instead, given the place: a new
+        conversation is created queued. ``queued_stored``: it is made already
+        (runs requeued at a restart, whose order their stored places give).
 
         Raises LaneFull if others filled the queue meanwhile; the status is then
-        put back, and the error is a RunNotAdmitted carrying the first event.
+        put back. When the caller's own write (``first``, ``store_queued``) was
+        made here, the error is a RunNotAdmitted, carrying the first event: a
+        full io lane refusing that write raises its own LaneFull.
         """
         cid = handle.conversation_id
-        assert self._tg is not None
         stored: list[Event] = []
         # "queued" is written before the run can take a token: a run must never
         # hold a token while it waits for an io call, because in shared mode the
@@ -227,19 +235,22 @@ class Runs:
         # "queued" with no run behind it.
         with anyio.CancelScope(shield=True):
             try:
-                if not queued_stored:
-                    stored = await self._append(
-                        cid, [*first, status_event("queued")], ConversationUpdate(status="queued")
-                    )
-                try:
-                    await self._tg.start(self._run_task, handle, record)
-                except LaneFull as exc:
+                # Released however this ends: every later run waits for it.
+                with self._turnstile.held(handle.queue_order):
+                    if store_queued is not None:
+                        await store_queued(handle.queue_order)
+                    elif not queued_stored:
+                        update = ConversationUpdate(status="queued", queue_order=handle.queue_order)
+                        stored = await self._append(cid, [*first, status_event("queued")], update)
+                    refused = await self._enter(handle, record)
+                if refused is not None:
                     # Others filled the queue while "queued" was being written.
                     if put_back := owed(handle.fire(QueueRefused()), PutBack):
                         await self._put_back(record, put_back.reason)
-                    if first:
-                        raise RunNotAdmitted(exc, event=stored[0]) from exc
-                    raise
+                    if first or store_queued is not None:
+                        event = stored[0] if first else None
+                        raise RunNotAdmitted(refused, event=event) from refused
+                    raise refused
             except BaseException:
                 # Never queued. Forgotten only after any put-back: until then the
                 # stored status is still "queued", and a run claimed from it would
@@ -253,14 +264,28 @@ class Runs:
         log.debug("run %s queued", cid)
         return stored[: len(first)]
 
+    async def _enter(self, handle: RunHandle, record: ConversationRecord) -> LaneFull | None:
+        """Start the run's task once the runs reserved before it have entered the
+        run lane or given up; it returns once the run is in the lane's queue or
+        holds a token. The refusal if the queue is full."""
+        assert self._tg is not None
+        await self._turnstile.wait_turn(handle.queue_order)
+        try:
+            await self._tg.start(self._run_task, handle, record)
+        except LaneFull as exc:
+            return exc
+        return None
+
     def _forget(self, handle: RunHandle) -> None:
         del self.handles[handle.conversation_id]
         # A pause, a message or shutdown may be waiting on this run.
         handle.fire(TaskEnded())
 
     async def _put_back(self, record: ConversationRecord, reason: str) -> None:
-        """Restore the status ``record`` had before "queued" was stored."""
-        await self._write_status(record.id, record.status, reason)
+        """Restore the status ``record`` had before "queued" was stored, and its
+        place in the queue order with it."""
+        update = ConversationUpdate(status=record.status, queue_order=record.queue_order)
+        await self.owed.write(record.id, [status_event(record.status, reason)], update)
 
     async def _write_status(self, conversation_id: str, status: Status, reason: str) -> None:
         await self.owed.write(
@@ -339,7 +364,7 @@ class Runs:
                 try:
                     state = await self.lanes.run.to_thread(execute, abandon_on_cancel=True)
                 except Exception as exc:
-                    failure = self._failure(cid, exc)
+                    failure = thread_failure(cid, exc)
                 else:
                     if state is not None and not handle.state.deleted:
                         self.agents[cid] = state
@@ -352,21 +377,6 @@ class Runs:
             handle.start_again()
             log.info("run %s started again for messages left unread", cid)
             execute = runner.execute_again
-
-    def _failure(
-        self, conversation_id: str, exc: Exception
-    ) -> tuple[list[NewEvent], ConversationUpdate]:
-        """What to store for a run whose thread raised. The agent's own errors end
-        in an "error" status inside the thread; this is the store failing under
-        the run (or a bug). The run ends in error all the same, its status owed
-        if the store still refuses it."""
-        reason = f"{type(exc).__name__}: {exc}"
-        if isinstance(exc, StoreUnavailable):
-            log.error("run %s ended: its writes failed: %s", conversation_id, exc)
-        else:
-            log.exception("run %s ended: %s", conversation_id, reason)
-        update = ConversationUpdate(status="error", last_error=reason)
-        return [error_event(exc), status_event("error", reason)], update
 
     def _log_end(self, handle: RunHandle) -> None:
         cid = handle.conversation_id

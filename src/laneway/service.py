@@ -164,19 +164,24 @@ class ConversationService:
             await self._store_new(record, instance, events)
             return self._view(record)
         try:
-            self.runs.check_admission()
+            # Reserved before the write, which stores its place in the queue order.
+            handle = self.runs.reserve(record)
         except LaneFull as exc:
             # The conversation and its message are kept; only the run waits.
             await self._store_new(record, instance, events)
             raise await self._not_admitted(exc, record.id) from exc
-        # Created already queued: one write instead of a create and then a status.
-        queued = msgspec.structs.replace(record, status="queued")
-        await self._store_new(queued, instance, [*events, status_event("queued")])
-        try:
-            handle = await self.runs.start(record, queued_stored=True)
-        except LaneFull as exc:
-            raise await self._not_admitted(exc, record.id) from exc
         assert handle is not None, "a new conversation has no run yet"
+        events.append(status_event("queued"))
+
+        async def store_queued(queue_order: int) -> None:
+            # Created already queued: one write instead of a create and then a status.
+            queued = msgspec.structs.replace(record, status="queued", queue_order=queue_order)
+            await self._store_new(queued, instance, events)
+
+        try:
+            await self.runs.launch(handle, record, store_queued=store_queued)
+        except RunNotAdmitted as exc:
+            raise await self._not_admitted(exc, record.id) from exc
         return await self._started_view(record.id, handle)
 
     async def _store_new(

@@ -103,7 +103,7 @@ MIGRATIONS: list[tuple[str, ...]] = [
     (
         # The order conversations entered the run queue in, so that a restart
         # queues them again in that order: each time a status becomes "queued",
-        # the writer gives it the next number (see Writer.next_queue_order). No
+        # it is written with the next number (see EventStore.append). No
         # index: it is read once, at startup, for the queued rows only, which
         # conversations_status finds and one sort orders; an index would cost
         # every admission a page write.

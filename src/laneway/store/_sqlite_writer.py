@@ -189,8 +189,8 @@ class Writer:
         self._wrote = wrote
         # The newest stamp given (see now()).
         self._last_stamp = last_stamp
-        # The last number given to a status "queued" (see next_queue_order()).
-        self._last_queue_order = last_queue_order
+        # The largest place in the queue order written (see note_queue_order()).
+        self.last_queue_order = last_queue_order
         self._queue: list[Append] = []
         self._queue_lock = threading.Lock()
         # Why the last write failed, if the disk refused it; None once one succeeds.
@@ -288,8 +288,8 @@ class Writer:
             request.first_seq = 1
             return
         changes = request.update.changes() if request.update is not None else {}
-        if changes.get("status") == "queued":
-            changes["queue_order"] = self.next_queue_order()
+        if (queue_order := changes.get("queue_order")) is not None:
+            self.note_queue_order(queue_order)
         fields, values = tuple(changes), list(changes.values())
         count = len(request.prepared)
         row = conn.execute(_update_sql(fields), (count, now, *values, cid)).fetchone()
@@ -298,15 +298,11 @@ class Writer:
         request.first_seq = row[0] - count + 1
         insert_events(conn, request)
 
-    def next_queue_order(self) -> int:
-        """The number of a status "queued" being written; call under the write lock.
-
-        Given in commit order, and within one batch in the order its appends
-        reached the writer, so no two conversations ever share one. A
-        transaction rolled back leaves a gap, which orders nothing wrongly.
-        """
-        self._last_queue_order += 1
-        return self._last_queue_order
+    def note_queue_order(self, queue_order: int) -> None:
+        """Keep the largest place in the queue order written; call under the write
+        lock. One rolled back is kept too: numbers given after it still order
+        after every one written."""
+        self.last_queue_order = max(self.last_queue_order, queue_order)
 
     def now(self) -> str:
         """The time to stamp a commit with; call under the write lock. Never earlier

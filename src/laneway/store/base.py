@@ -47,13 +47,21 @@ class Recovery(msgspec.Struct, frozen=True):
     not_requeued: list[str]
 
 
+def check_queue_order(status: object, queue_order: object) -> None:
+    """Raise ValueError for a status "queued" without its place in the queue
+    order: that would be a run a restart cannot place (see EventStore.append)."""
+    if status == "queued" and not isinstance(queue_order, int):
+        raise ValueError('the status "queued" needs its place in the queue order')
+
+
 class EventStore(Protocol):
     def create_conversation(
         self, record: ConversationRecord, events: Sequence[NewEvent] = ()
     ) -> list[Event]:
         """Insert a conversation and its first events in one transaction. One
-        created "queued" takes the next place in the queue order (see
-        :meth:`recover_interrupted`)."""
+        created "queued" carries its place in the queue order in
+        ``record.queue_order`` (see :meth:`append`); without one it raises
+        ValueError, writing nothing."""
         ...
 
     def get_conversation(self, conversation_id: str) -> ConversationRecord | None: ...
@@ -87,8 +95,12 @@ class EventStore(Protocol):
         update: ConversationUpdate | None = None,
     ) -> list[Event]:
         """Append events with the next seqs, and apply ``update``, atomically.
-        An update to the status "queued" takes the next place in the queue
-        order (see :meth:`recover_interrupted`).
+
+        An update to the status "queued" carries the conversation's place in
+        the queue order in ``queue_order``: the caller numbers runs as it
+        queues them, from above :meth:`last_queue_order`, since a store that
+        commits writes arriving together cannot tell which run was queued
+        first. Without one it raises ValueError, writing nothing.
 
         Raises :class:`NotFound` when the conversation does not exist.
         """
@@ -125,13 +137,18 @@ class EventStore(Protocol):
         run: <reason>" for one noted as waiting, else "lost: <reason>"): its
         step may have had effects, so it is not run again unasked.
 
-        Queued ones are taken in the order their statuses became "queued": a
-        store numbers each such write as it commits it, and gives writes
-        committed together in one transaction numbers in the order they were
-        made, so no two share a place. The first ``room`` stay queued, each
-        with a status event "queued" carrying ``requeue_reason``, for the
-        caller to queue again in that order; the rest become paused, with a
-        status event carrying ``full_reason``."""
+        Queued ones are taken in their queue order, the places their
+        "queued" statuses were given (see :meth:`append`), which they keep.
+        The first ``room`` stay queued, each with a status event "queued"
+        carrying ``requeue_reason``, for the caller to queue again in that
+        order; the rest become paused, with a status event carrying
+        ``full_reason``."""
+        ...
+
+    def last_queue_order(self) -> int:
+        """A place in the queue order no smaller than that of any conversation
+        queued now (0 if none is): a caller numbers the runs it queues from the
+        next one on. Does not block."""
         ...
 
     def mark_paused(

@@ -44,7 +44,7 @@ from laneway.store._sqlite_query import (
 from laneway.store._sqlite_recovery import pause_locked, requeue_locked
 from laneway.store._sqlite_schema import DatabaseInUse, claim, connect, is_memory, migrate
 from laneway.store._sqlite_writer import Append, Writer, insert_events
-from laneway.store.base import Recovery
+from laneway.store.base import Recovery, check_queue_order
 
 __all__ = ["DatabaseInUse", "SQLiteEventStore"]
 
@@ -55,10 +55,6 @@ _INSERT_CONVERSATION = (
     f"INSERT INTO conversations ({_CONVERSATION_COLUMNS})"
     f" VALUES ({', '.join('?' * len(_CONVERSATION_FIELDS))})"
 )
-_INSERT_QUEUED_CONVERSATION = (
-    f"INSERT INTO conversations ({_CONVERSATION_COLUMNS}, queue_order)"
-    f" VALUES ({', '.join('?' * (len(_CONVERSATION_FIELDS) + 1))})"
-)
 _EVENT_COLUMNS = "seq, id, timestamp, kind, source, data"
 _RUNNING = "SELECT id FROM conversations WHERE status = 'running' ORDER BY pk"
 # pk only breaks ties that cannot happen; conversations_status finds the rows.
@@ -67,7 +63,7 @@ _QUEUED = (
     " ORDER BY queue_order, pk"
 )
 # Only the numbers of queued conversations are ever compared (see
-# recover_interrupted), so numbering goes on from the newest of theirs.
+# recover_interrupted), so numbering goes on from the largest of theirs.
 _LAST_QUEUE_ORDER = (
     "SELECT coalesce(max(queue_order), 0) FROM conversations WHERE status = 'queued'"
 )
@@ -215,15 +211,15 @@ class SQLiteEventStore:
     def create_conversation(
         self, record: ConversationRecord, events: Sequence[NewEvent] = ()
     ) -> list[Event]:
+        check_queue_order(record.status, record.queue_order)
         request = Append(record.id, events, None)
         row: list[Any] = list(msgspec.structs.astuple(record))
         row[_CONVERSATION_FIELDS.index("agent")] = _encode(record.agent).decode()
         row[_CONVERSATION_FIELDS.index("last_seq")] = len(request.prepared)
         with self._writer.transaction() as conn:
-            if record.status == "queued":
-                conn.execute(_INSERT_QUEUED_CONVERSATION, [*row, self._writer.next_queue_order()])
-            else:
-                conn.execute(_INSERT_CONVERSATION, row)
+            conn.execute(_INSERT_CONVERSATION, row)
+            if record.queue_order is not None:
+                self._writer.note_queue_order(record.queue_order)
             request.now = self._writer.now()
             request.first_seq = 1
             insert_events(conn, request)
@@ -305,6 +301,9 @@ class SQLiteEventStore:
             self._committed(request)
         return Recovery(paused=running, requeued=requeued, not_requeued=rest)
 
+    def last_queue_order(self) -> int:
+        return self._writer.last_queue_order
+
     def mark_paused(
         self, conversation_ids: Sequence[str], reason: str, *, were_running: bool = False
     ) -> dict[str, list[Event]]:
@@ -326,6 +325,9 @@ class SQLiteEventStore:
         events: Sequence[NewEvent],
         update: ConversationUpdate | None = None,
     ) -> list[Event]:
+        if update is not None:
+            # Before it joins a batch, whose other appends it must not fail.
+            check_queue_order(update.status, update.queue_order)
         # Ids and JSON are made before taking the lock, to keep it short.
         return self._writer.append(Append(conversation_id, events, update))
 
