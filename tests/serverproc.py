@@ -8,8 +8,8 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 
 import httpx
@@ -65,6 +65,24 @@ def running_server(
         yield server
     finally:
         server.stop()
+
+
+@contextmanager
+def lazy_servers(
+    extra_args: Sequence[str] = ("--db", ":memory:"),
+) -> Iterator[Callable[[str], str]]:
+    """A function giving the base URL of one server a backend, each started
+    when first asked for, all stopped at the end."""
+    started: dict[str, str] = {}
+    with ExitStack() as stack:
+
+        def url(backend: str) -> str:
+            if backend not in started:
+                server = stack.enter_context(running_server(backend, extra_args))
+                started[backend] = server.base_url
+            return started[backend]
+
+        yield url
 
 
 def _wait_healthy(server: ServerProcess) -> None:

@@ -7,7 +7,6 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import ExitStack
 from typing import Any
 
 import httpx
@@ -30,7 +29,7 @@ from laneway.client import (
 )
 from laneway.client.errors import error_from_response
 from tests.clients import KINDS, Kind, collect, done, open_client
-from tests.serverproc import running_server
+from tests.serverproc import lazy_servers, running_server
 
 pytestmark = pytest.mark.anyio
 
@@ -44,15 +43,7 @@ def sim(**config: Any) -> AgentSpec:
 @pytest.fixture(scope="module")
 def servers() -> Iterator[Callable[[str], str]]:
     """One plain server a backend for the module, started when first asked for."""
-    started: dict[str, str] = {}
-    with ExitStack() as stack:
-
-        def url(backend: str) -> str:
-            if backend not in started:
-                server = stack.enter_context(running_server(backend, ["--db", ":memory:"]))
-                started[backend] = server.base_url
-            return started[backend]
-
+    with lazy_servers() as url:
         yield url
 
 

@@ -11,6 +11,7 @@ from typing import Annotated, Any, Literal, get_args, get_origin
 
 import msgspec
 
+from laneway.commands.parsers import add_commands
 from laneway.config import ConfigError, Settings, env_name, load_settings, load_tools
 
 log = logging.getLogger("laneway")
@@ -93,7 +94,8 @@ def _add_setting(parser: argparse.ArgumentParser, field: msgspec.structs.FieldIn
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="laneway", description="An agent-conversation server with isolated lanes."
+        prog="laneway",
+        description="An agent-conversation server with isolated lanes, and its client.",
     )
     commands = parser.add_subparsers(dest="command", required=True)
     serve = commands.add_parser(
@@ -106,6 +108,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--config", default=None, metavar="FILE", help="TOML file of settings (env LANEWAY_CONFIG)"
     )
+    add_commands(commands)
     return parser
 
 
@@ -131,7 +134,12 @@ def exposure_warning(settings: Settings) -> str | None:
 
 
 def parse_settings(argv: Sequence[str] | None = None) -> Settings:
-    args = vars(build_parser().parse_args(argv))
+    return settings_from(build_parser().parse_args(argv))
+
+
+def settings_from(parsed: argparse.Namespace) -> Settings:
+    """The settings of ``laneway serve``, from its parsed flags."""
+    args = dict(vars(parsed))
     args.pop("command")
     config_file: str | None = args.pop("config")
     flags: dict[str, Any] = args
@@ -139,8 +147,14 @@ def parse_settings(argv: Sequence[str] | None = None) -> Settings:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command != "serve":
+        # Imported here: the client and rich, which serve does not need.
+        from laneway.commands.running import run_command
+
+        return run_command(args)
     try:
-        settings = parse_settings(argv)
+        settings = settings_from(args)
         tools = load_tools(settings)
     except ConfigError as exc:
         print(f"laneway: {exc}", file=sys.stderr)
