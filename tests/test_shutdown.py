@@ -52,7 +52,10 @@ async def test_pausing_the_queue_fits_in_the_grace_even_with_the_io_lane_full(
             db, run_size=1, io_size=1, io_max_waiting=0, shutdown_grace_s=0.3
         ) as service:
             a = await service.create(agent=spec, initial_message="a")
-            await wait_service_status(service, a.id, "running")
+            # In its step, so "running" is stored: the view says "running" as
+            # soon as the run has its token, before its thread has written it.
+            entered = agents.gate(spec.config["gate"] + ":entered")
+            await anyio.to_thread.run_sync(entered.wait, GUARD_S)
             b = await service.create(initial_message="b")
             await wait_service_status(service, b.id, "queued")
             async with lane_held(service.lanes.io):
@@ -100,7 +103,10 @@ async def test_close_pauses_runs_and_leaves_store_consistent(tmp_path: Path) -> 
     try:
         async with open_service(db, run_size=1, shutdown_grace_s=0.2) as service:
             a = await service.create(agent=spec, initial_message="a")
-            await wait_service_status(service, a.id, "running")
+            # In its step, so "running" is stored: the view says "running" as
+            # soon as the run has its token, before its thread has written it.
+            entered = agents.gate(spec.config["gate"] + ":entered")
+            await anyio.to_thread.run_sync(entered.wait, GUARD_S)
             b = await service.create(initial_message="b")
             long_run = await service.create(
                 agent=AgentSpec("sim", {"steps": 10_000, "think_ms": 1})
