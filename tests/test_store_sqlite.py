@@ -26,8 +26,9 @@ from laneway.models import (
     utc_now,
 )
 from laneway.store import DatabaseInUse, NotFound, SQLiteEventStore, _sqlite_schema
+from laneway.store._append import prepare
 from laneway.store._sqlite_query import event_where, search_sql, seq_window
-from laneway.store._sqlite_writer import INSERT_EVENT, prepare
+from laneway.store._sqlite_writer import INSERT_EVENT
 
 
 @pytest.fixture(params=["memory", "file"])
