@@ -2,7 +2,7 @@
 and queueing again, at startup, the runs a crash left queued.
 
 A run cut off mid-step may leave tool calls with no result; each gets one, in
-the same transaction as the pause (see :mod:`laneway.store._tool_answers`).
+the same transaction as the pause (see :mod:`laneway.store._recovery`).
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ import msgspec
 
 from laneway.models import ConversationRecord, ConversationUpdate, NewEvent, Status, status_event
 from laneway.store._append import Append
+from laneway.store._recovery import TOOL_EVENTS_WHERE, requeued_records, tool_answers
 from laneway.store._sqlite_writer import INSERT_EVENT, Writer
-from laneway.store._tool_answers import TOOL_EVENTS_WHERE, tool_answers
 from laneway.store.base import NotFound
 
 _TOOL_EVENTS = (
@@ -70,14 +70,7 @@ def requeue_locked(
     in the order given, and the appends made. The writer's lock and a
     transaction are held."""
     written = _status_all_at_once(writer, conn, [r.id for r in records], "queued", reason)
-    by_id = {request.conversation_id: request for request in written}
-    requeued = [
-        msgspec.structs.replace(
-            record, last_seq=by_id[record.id].first_seq, updated_at=by_id[record.id].now
-        )
-        for record in records
-    ]
-    return requeued, written
+    return requeued_records(records, written), written
 
 
 def _status_all_at_once(

@@ -1,5 +1,6 @@
-"""The results owed to tool calls a run left unanswered when it was cut off,
-the same for every store.
+"""What recovering interrupted runs writes, the same for every store: the
+results owed to tool calls a cut-off run left unanswered, and the records of
+the runs queued again.
 
 A run cut off mid-step may leave tool calls with no result: killed while they
 ran, or before they could start. Every such call gets a result saying so, in
@@ -14,12 +15,13 @@ lane is "lost" too: the word that claims less.)
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Collection, Iterable
+from collections.abc import Collection, Iterable, Sequence
 from typing import Any
 
 import msgspec
 
-from laneway.models import NewEvent
+from laneway.models import ConversationRecord, NewEvent
+from laneway.store._append import Append
 
 # The tool events of one conversation, in seq order: (kind, data as JSON).
 TOOL_EVENTS_WHERE = "kind IN ('tool_call', 'tool_result')"
@@ -60,3 +62,16 @@ def tool_answers(
         data = {"call_id": call_id, "name": call.get("name"), "error": f"{fate}: {reason}"}
         results.append(NewEvent("tool_result", "tool", data))
     return results
+
+
+def requeued_records(
+    records: Sequence[ConversationRecord], written: Sequence[Append]
+) -> list[ConversationRecord]:
+    """``records``, in their order, as the status events ``written`` for them left them."""
+    by_id = {request.conversation_id: request for request in written}
+    return [
+        msgspec.structs.replace(
+            record, last_seq=by_id[record.id].first_seq, updated_at=by_id[record.id].now
+        )
+        for record in records
+    ]
