@@ -23,18 +23,15 @@ import psycopg
 from psycopg_pool import ConnectionPool
 
 from laneway.models import (
-    STATUSES,
     ConversationRecord,
     ConversationUpdate,
     Event,
     EventFilter,
     NewEvent,
     Order,
-    Status,
     utc_now,
 )
 from laneway.store._append import Append
-from laneway.store._cursors import PageCursor, decode_cursor
 from laneway.store._postgres_query import event_where, search_sql
 from laneway.store._postgres_recovery import pause, requeue
 from laneway.store._postgres_schema import migrate
@@ -43,12 +40,11 @@ from laneway.store._rows import (
     CONVERSATION_COLUMNS,
     CONVERSATION_FIELDS,
     EVENT_COLUMNS,
-    conversation_page,
     conversation_row,
     event_page,
-    to_event,
     to_record,
 )
+from laneway.store._sql_reads import SQLReads
 from laneway.store.base import Recovery, StoreUnavailable, check_queue_order
 
 __all__ = ["PostgresEventStore"]
@@ -65,7 +61,6 @@ _QUEUED = (
 _LAST_QUEUE_ORDER = (
     "SELECT coalesce(max(queue_order), 0) FROM conversations WHERE status = 'queued'"
 )
-_MAX_PK = 2**63 - 1
 # Connections held at most. Every thread that calls the store holds one only
 # for a statement or a transaction, so fewer than the threads that may call it
 # (the io, run and tool lanes: 34 by default) serve them, and several
@@ -80,9 +75,11 @@ CONNECT_TIMEOUT_S = 10.0
 _UNAVAILABLE = (psycopg.OperationalError, psycopg.errors.ReadOnlySqlTransaction)
 
 
-class PostgresEventStore:
+class PostgresEventStore(SQLReads):
     """An :class:`~laneway.store.base.EventStore` in a PostgreSQL database, given
     by a libpq URL (``postgresql://user@host/dbname``)."""
+
+    placeholder = "%s"
 
     def __init__(self, url: str, *, pool_size: int = POOL_SIZE) -> None:
         try:
@@ -172,37 +169,6 @@ class PostgresEventStore:
             row = conn.execute(sql, (conversation_id,)).fetchone()
         return None if row is None else to_record(row)
 
-    def list_conversations(
-        self, *, status: Status | None, limit: int, cursor: str | None
-    ) -> tuple[list[ConversationRecord], str | None]:
-        if limit < 1:
-            raise ValueError("limit must be at least 1")
-        before = _MAX_PK if cursor is None else decode_cursor(cursor, PageCursor).r
-        where = "pk < %s" if status is None else "status = %s AND pk < %s"
-        params = (before, limit + 1) if status is None else (status, before, limit + 1)
-        sql = (
-            f"SELECT {CONVERSATION_COLUMNS}, pk FROM conversations WHERE {where} "
-            "ORDER BY pk DESC LIMIT %s"
-        )
-        with self._read() as conn:
-            rows = conn.execute(sql, params).fetchall()
-        return conversation_page(rows, limit)
-
-    def count_conversations(self, *, status: Status | None) -> int:
-        with self._read() as conn:
-            if status is None:
-                row = conn.execute("SELECT count(*) FROM conversations").fetchone()
-            else:
-                sql = "SELECT count(*) FROM conversations WHERE status = %s"
-                row = conn.execute(sql, (status,)).fetchone()
-        return int(row[0]) if row is not None else 0
-
-    def count_by_status(self) -> dict[Status, int]:
-        with self._read() as conn:
-            rows = conn.execute("SELECT status, count(*) FROM conversations GROUP BY status")
-            found = dict(rows.fetchall())
-        return {status: found.get(status, 0) for status in STATUSES}
-
     def delete_conversation(self, conversation_id: str) -> bool:
         # The foreign keys' ON DELETE CASCADE removes the events and tool notes.
         with self._transaction() as conn:
@@ -285,18 +251,3 @@ class PostgresEventStore:
         with self._read() as conn:
             row = conn.execute(f"SELECT count(*) FROM events WHERE {where}", params).fetchone()
         return int(row[0]) if row is not None else 0
-
-    def get_event(self, conversation_id: str, seq: int) -> Event | None:
-        sql = f"SELECT {EVENT_COLUMNS} FROM events WHERE conversation_id = %s AND seq = %s"
-        with self._read() as conn:
-            row = conn.execute(sql, (conversation_id, seq)).fetchone()
-        return None if row is None else to_event(conversation_id, row)
-
-    def events_after(self, conversation_id: str, after_seq: int, limit: int) -> list[Event]:
-        sql = (
-            f"SELECT {EVENT_COLUMNS} FROM events WHERE conversation_id = %s AND seq > %s "
-            "ORDER BY seq LIMIT %s"
-        )
-        with self._read() as conn:
-            rows = conn.execute(sql, (conversation_id, after_seq, limit)).fetchall()
-        return [to_event(conversation_id, row) for row in rows]

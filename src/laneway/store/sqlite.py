@@ -20,28 +20,24 @@ from typing import IO
 import msgspec
 
 from laneway.models import (
-    STATUSES,
     ConversationRecord,
     ConversationUpdate,
     Event,
     EventFilter,
     NewEvent,
     Order,
-    Status,
 )
 from laneway.store._append import Append
-from laneway.store._cursors import PageCursor, decode_cursor
 from laneway.store._record_cache import RecordCache
 from laneway.store._rows import (
     CONVERSATION_COLUMNS,
     CONVERSATION_FIELDS,
     EVENT_COLUMNS,
-    conversation_page,
     conversation_row,
     event_page,
-    to_event,
     to_record,
 )
+from laneway.store._sql_reads import SQLReads
 from laneway.store._sqlite_checkpoint import Checkpointer
 from laneway.store._sqlite_query import event_where, search_sql, seq_window
 from laneway.store._sqlite_recovery import pause_locked, requeue_locked
@@ -66,7 +62,6 @@ _QUEUED = (
 _LAST_QUEUE_ORDER = (
     "SELECT coalesce(max(queue_order), 0) FROM conversations WHERE status = 'queued'"
 )
-_MAX_PK = 2**63 - 1
 # Records kept in memory; a few MB, and more than the conversations a busy server
 # touches between two reads of the same one.
 RECORD_CACHE_SIZE = 4096
@@ -76,12 +71,14 @@ RECORD_CACHE_SIZE = 4096
 CHECKPOINT_EVERY_EVENTS = 500
 
 
-class SQLiteEventStore:
+class SQLiteEventStore(SQLReads):
     """An :class:`~laneway.store.base.EventStore` in a SQLite file, or ``":memory:"``.
 
     One store per file: opening a file that another store (in any process)
     holds raises :class:`DatabaseInUse`.
     """
+
+    placeholder = "?"
 
     def __init__(
         self,
@@ -226,37 +223,6 @@ class SQLiteEventStore:
         self._records.fill(record, generation)
         return record
 
-    def list_conversations(
-        self, *, status: Status | None, limit: int, cursor: str | None
-    ) -> tuple[list[ConversationRecord], str | None]:
-        if limit < 1:
-            raise ValueError("limit must be at least 1")
-        before = _MAX_PK if cursor is None else decode_cursor(cursor, PageCursor).r
-        where = "pk < ?" if status is None else "status = ? AND pk < ?"
-        params = (before, limit + 1) if status is None else (status, before, limit + 1)
-        sql = (
-            f"SELECT {CONVERSATION_COLUMNS}, pk FROM conversations WHERE {where} "
-            "ORDER BY pk DESC LIMIT ?"
-        )
-        with self._read() as conn:
-            rows = conn.execute(sql, params).fetchall()
-        return conversation_page(rows, limit)
-
-    def count_conversations(self, *, status: Status | None) -> int:
-        with self._read() as conn:
-            if status is None:
-                row = conn.execute("SELECT count(*) FROM conversations").fetchone()
-            else:
-                sql = "SELECT count(*) FROM conversations WHERE status = ?"
-                row = conn.execute(sql, (status,)).fetchone()
-        return int(row[0])
-
-    def count_by_status(self) -> dict[Status, int]:
-        with self._read() as conn:
-            rows = conn.execute("SELECT status, count(*) FROM conversations GROUP BY status")
-            found = dict(rows.fetchall())
-        return {status: found.get(status, 0) for status in STATUSES}
-
     def delete_conversation(self, conversation_id: str) -> bool:
         # The foreign keys' ON DELETE CASCADE removes the events and tool notes.
         with self._writer.transaction() as conn:
@@ -347,18 +313,3 @@ class SQLiteEventStore:
             where, params = event_where(conversation_id, seq_window(conn, conversation_id, flt))
             row = conn.execute(f"SELECT count(*) FROM events WHERE {where}", params).fetchone()
         return int(row[0])
-
-    def get_event(self, conversation_id: str, seq: int) -> Event | None:
-        sql = f"SELECT {EVENT_COLUMNS} FROM events WHERE conversation_id = ? AND seq = ?"
-        with self._read() as conn:
-            row = conn.execute(sql, (conversation_id, seq)).fetchone()
-        return None if row is None else to_event(conversation_id, row)
-
-    def events_after(self, conversation_id: str, after_seq: int, limit: int) -> list[Event]:
-        sql = (
-            f"SELECT {EVENT_COLUMNS} FROM events WHERE conversation_id = ? AND seq > ? "
-            "ORDER BY seq LIMIT ?"
-        )
-        with self._read() as conn:
-            rows = conn.execute(sql, (conversation_id, after_seq, limit)).fetchall()
-        return [to_event(conversation_id, row) for row in rows]
