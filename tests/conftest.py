@@ -1,8 +1,17 @@
-"""Every async test runs on both asyncio and trio."""
+"""Every async test runs on both asyncio and trio; every store test on both
+SQLite and a real PostgreSQL server (started once per session, when a test
+first asks for it)."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from pathlib import Path
+
 import pytest
+
+from laneway.store import EventStore, open_store
+from tests.pgserver import PostgresServer, postgres_server
+from tests.stores import StoreFactory
 
 
 @pytest.fixture(
@@ -13,3 +22,49 @@ import pytest
 )
 def anyio_backend(request: pytest.FixtureRequest) -> str:
     return str(request.param)
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresServer]:
+    with postgres_server() as server:
+        yield server
+
+
+@pytest.fixture
+def pg_url(postgres: PostgresServer) -> str:
+    """A fresh, empty database of its own for the test."""
+    return postgres.new_database()
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def store_db(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A new database of either kind, as ``--db`` names it."""
+    if request.param == "postgres":
+        return str(request.getfixturevalue("pg_url"))
+    return str(tmp_path / "laneway.db")
+
+
+@pytest.fixture
+def store_factory(store_db: str) -> Iterator[StoreFactory]:
+    """Opens stores on one new database (each a "process" of its own); closes
+    whatever the test left open."""
+    factory = StoreFactory(store_db)
+    try:
+        yield factory
+    finally:
+        factory.close_all()
+
+
+@pytest.fixture(params=["memory", "sqlite", "postgres"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[EventStore]:
+    """A new store of each kind, for the behaviour every store shares."""
+    # The file database sits in a directory that does not exist yet.
+    if request.param == "postgres":
+        db = request.getfixturevalue("pg_url")
+    else:
+        db = ":memory:" if request.param == "memory" else str(tmp_path / "sub" / "db.sqlite")
+    s = open_store(db)
+    try:
+        yield s
+    finally:
+        s.close()

@@ -11,7 +11,7 @@ import pytest
 from laneway.models import AgentSpec, ConversationRecord, ConversationUpdate, NewEvent, utc_now
 from laneway.store import SQLiteEventStore
 from laneway.store._record_cache import RecordCache
-from laneway.store.sqlite import _CONVERSATION_COLUMNS, _record
+from laneway.store._rows import CONVERSATION_COLUMNS, to_record
 from tests.test_store_recovery import recover
 
 
@@ -70,11 +70,11 @@ def _fresh(store: SQLiteEventStore, cid: str) -> ConversationRecord | None:
     conn = sqlite3.connect(store.path)
     try:
         row = conn.execute(
-            f"SELECT {_CONVERSATION_COLUMNS} FROM conversations WHERE id = ?", (cid,)
+            f"SELECT {CONVERSATION_COLUMNS} FROM conversations WHERE id = ?", (cid,)
         ).fetchone()
     finally:
         conn.close()
-    return None if row is None else _record(row)
+    return None if row is None else to_record(row)
 
 
 def test_store_keeps_cached_records_in_step_with_commits(tmp_path: Path) -> None:

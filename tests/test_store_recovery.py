@@ -1,9 +1,8 @@
-"""What a start makes, in the SQLite store, of the runs a stopped process left:
+"""What a start makes, in either store, of the runs a stopped process left:
 running ones paused, queued ones kept queued in the order they were queued."""
 
 from __future__ import annotations
 
-import sqlite3
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,52 +12,50 @@ import pytest
 
 from laneway.models import STATUSES, ConversationUpdate, Event, NewEvent, Status, status_event
 from laneway.restart import NOT_REQUEUED_REASON, REQUEUE_REASON, RESTART_REASON
-from laneway.store import SQLiteEventStore, _sqlite_schema
+from laneway.store import EventStore, SQLiteEventStore, _sqlite_schema
 from laneway.store.base import Recovery
 from laneway.store.sqlite import _QUEUED
-from tests.test_store_sqlite import (
-    all_events,
-    create,
-    database_at_version,
-    msg,
-    new_record,
-    read_pragma,
-)
+from tests.stores import StoreFactory, all_events, create, msg, new_record, refuse_events_where
+from tests.test_store_sqlite import database_at_version, read_pragma
 
 ROOM = 10_000
 
 
 @pytest.fixture
-def db(tmp_path: Path) -> str:
-    return str(tmp_path / "recovery.db")
+def store(store_factory: StoreFactory) -> EventStore:
+    return store_factory()
 
 
 @pytest.fixture
-def store(db: str) -> Iterator[SQLiteEventStore]:
-    s = SQLiteEventStore(db)
+def sqlite_store(tmp_path: Path) -> Iterator[SQLiteEventStore]:
+    s = SQLiteEventStore(str(tmp_path / "recovery.db"))
     try:
         yield s
     finally:
         s.close()
 
 
-def recover(store: SQLiteEventStore, room: int = ROOM) -> Recovery:
+def recover(store: EventStore, room: int = ROOM) -> Recovery:
     return store.recover_interrupted(
         RESTART_REASON, room=room, requeue_reason=REQUEUE_REASON, full_reason=NOT_REQUEUED_REASON
     )
 
 
-def queue(store: SQLiteEventStore, cid: str, place: int | None = None) -> None:
+def queue(store: EventStore, cid: str, place: int | None = None) -> None:
     """Queue ``cid`` at ``place`` in the queue order; by default after all."""
     place = store.last_queue_order() + 1 if place is None else place
     update = ConversationUpdate(status="queued", queue_order=place)
     store.append(cid, [status_event("queued")], update)
 
 
-def queue_in_one_batch(store: SQLiteEventStore, places: list[tuple[str, int]]) -> None:
-    """Queue each conversation at its place from threads whose appends one
-    commit takes together, in this order: each thread joins the writer's queue
-    before the next starts."""
+def queue_in_one_batch(store: EventStore, places: list[tuple[str, int]]) -> None:
+    """Queue each conversation at its place, in this order. In SQLite, from
+    threads whose appends one commit takes together: each thread joins the
+    writer's queue before the next starts."""
+    if not isinstance(store, SQLiteEventStore):
+        for place in places:
+            queue(store, *place)
+        return
     writer = store._writer
     threads = [threading.Thread(target=queue, args=(store, *place)) for place in places]
     with writer.lock:
@@ -76,12 +73,12 @@ def queue_in_one_batch(store: SQLiteEventStore, places: list[tuple[str, int]]) -
         assert store.get_conversation(cid).queue_order == place  # type: ignore[union-attr]
 
 
-def last_event(store: SQLiteEventStore, cid: str) -> Event:
+def last_event(store: EventStore, cid: str) -> Event:
     return all_events(store, cid)[-1]
 
 
 def test_running_runs_are_paused_and_queued_ones_kept_in_the_order_they_were_queued(
-    store: SQLiteEventStore,
+    store: EventStore,
 ) -> None:
     by_status = {status: create(store, status, [msg("a")]) for status in STATUSES}
     later = [create(store, events=[msg(f"q{i}")]) for i in range(5)]
@@ -118,28 +115,25 @@ def test_running_runs_are_paused_and_queued_ones_kept_in_the_order_they_were_que
     assert (again.paused, [r.id for r in again.requeued]) == ([], order)
 
 
-def test_a_run_queued_again_goes_to_the_back_and_the_order_survives_a_reopen(db: str) -> None:
-    store = SQLiteEventStore(db)
+def test_a_run_queued_again_goes_to_the_back_and_the_order_survives_a_reopen(
+    store_factory: StoreFactory,
+) -> None:
+    store = store_factory()
     first, second, third = (create(store, events=[msg(c)]) for c in "abc")
     for cid in (first, second, third):
         queue(store, cid)
     store.mark_paused([first], "paused while queued")
     store.close()
-    store = SQLiteEventStore(db)
-    try:
-        # Numbering goes on from what the reopened file holds queued.
-        assert store.last_queue_order() == 3
-        queue(store, first)
-        fourth = create(store, "queued")
-        assert [r.id for r in recover(store).requeued] == [second, third, first, fourth]
-    finally:
-        store.close()
+    store = store_factory()
+    # Numbering goes on from what the reopened database holds queued.
+    assert store.last_queue_order() == 3
+    queue(store, first)
+    fourth = create(store, "queued")
+    assert [r.id for r in recover(store).requeued] == [second, third, first, fourth]
 
 
 @pytest.mark.parametrize("room", [0, 2])
-def test_queued_runs_past_the_room_are_paused_oldest_kept(
-    store: SQLiteEventStore, room: int
-) -> None:
+def test_queued_runs_past_the_room_are_paused_oldest_kept(store: EventStore, room: int) -> None:
     cids = [create(store, "queued", [msg(str(i))]) for i in range(5)]
     recovery = recover(store, room)
     assert [r.id for r in recovery.requeued] == cids[:room]
@@ -150,13 +144,10 @@ def test_queued_runs_past_the_room_are_paused_oldest_kept(
     assert [r.id for r in recover(store, room).requeued] == cids[:room]
 
 
-def test_recovery_is_one_transaction(store: SQLiteEventStore) -> None:
+def test_recovery_is_one_transaction(store: EventStore) -> None:
     running, queued = create(store, "running"), create(store, "queued")
-    store._writer.conn.execute(
-        "CREATE TEMP TRIGGER boom BEFORE INSERT ON events WHEN NEW.data LIKE '%requeued%' "
-        "BEGIN SELECT RAISE(ABORT, 'boom'); END"
-    )
-    with pytest.raises(sqlite3.IntegrityError):
+    refused = refuse_events_where(store, "NEW.data LIKE '%requeued%'")
+    with pytest.raises(refused):
         recover(store)
     # The pause written before the failure was rolled back with it.
     assert store.get_conversation(running).status == "running"  # type: ignore[union-attr]
@@ -164,15 +155,16 @@ def test_recovery_is_one_transaction(store: SQLiteEventStore) -> None:
     assert all_events(store, queued) == []
 
 
-def test_the_startup_query_reads_only_the_queued_rows(store: SQLiteEventStore) -> None:
-    with store._read() as conn:
+def test_the_startup_query_reads_only_the_queued_rows(sqlite_store: SQLiteEventStore) -> None:
+    with sqlite_store._read() as conn:
         plan = " ".join(row[-1] for row in conn.execute(f"EXPLAIN QUERY PLAN {_QUEUED}"))
     assert "conversations_status" in plan, plan
 
 
 def test_queued_runs_of_the_previous_schema_keep_their_data_and_the_order_of_their_writes(
-    db: str,
+    tmp_path: Path,
 ) -> None:
+    db = str(tmp_path / "recovery.db")
     # What a server of that version left, written in this order, with no queue
     # order: the time of each conversation's last write is all there is.
     left: list[tuple[int, Status]] = [(2, "queued"), (0, "queued"), (3, "running"), (1, "queued")]
@@ -200,7 +192,7 @@ def test_queued_runs_of_the_previous_schema_keep_their_data_and_the_order_of_the
         store.close()
 
 
-def test_a_status_event_alone_takes_no_place_in_the_queue(store: SQLiteEventStore) -> None:
+def test_a_status_event_alone_takes_no_place_in_the_queue(store: EventStore) -> None:
     first, second = create(store, events=[msg("a")]), create(store, events=[msg("b")])
     queue(store, first)
     queue(store, second)
@@ -210,7 +202,7 @@ def test_a_status_event_alone_takes_no_place_in_the_queue(store: SQLiteEventStor
 
 
 def test_a_queued_status_without_its_place_is_refused_and_nothing_written(
-    store: SQLiteEventStore,
+    store: EventStore,
 ) -> None:
     cid = create(store, events=[msg("a")])
     with pytest.raises(ValueError, match="queue order"):

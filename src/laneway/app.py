@@ -24,7 +24,7 @@ from laneway.errors import Conflict, InvalidRequest, NotFound, ShuttingDown, Sto
 from laneway.lanes import LaneFull, Lanes
 from laneway.models import InvalidCursor
 from laneway.service import ConversationService
-from laneway.store import SQLiteEventStore
+from laneway.store import open_store
 from laneway.tools import ToolRegistry
 
 # Exceptions with a defined answer; anything else is a 500 (and a bug).
@@ -49,7 +49,7 @@ def create_app(settings: Settings | None = None, tools: ToolRegistry | None = No
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         # Limiters belong to the running backend, so they are made here.
         lanes = Lanes.create(config.lanes())
-        store = await lanes.io.run_sync(SQLiteEventStore, config.db)
+        store = await lanes.io.run_sync(open_store, config.db)
         agents = AgentCatalog(allowed=config.agents, llm=config.llm(), tools=registry)
         try:
             async with ConversationService(

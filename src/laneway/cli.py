@@ -22,7 +22,7 @@ _DESCRIPTIONS: dict[str, str] = {
     "host": "address to bind",
     "port": "port to bind",
     "backend": "event loop: asyncio (uvicorn) or trio (hypercorn)",
-    "db": "SQLite database path, or :memory:",
+    "db": "SQLite database path (or :memory:), or a postgresql:// URL",
     "lanes_mode": "isolated lanes, or the old single shared pool",
     "run_lane_size": "concurrent runs",
     "tool_lane_size": "concurrent tool calls",
@@ -53,7 +53,7 @@ _FLAG_NAMES = {
     "llm_models": "--llm-models",
 }
 _METAVARS = {
-    "db": "PATH",
+    "db": "PATH|URL",
     "api_keys": "KEY",
     "agents": "MODULE:FACTORY",
     "tools": "MODULE:FUNCTION",

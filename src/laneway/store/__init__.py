@@ -1,6 +1,25 @@
-"""Event storage: the :class:`EventStore` interface and its SQLite implementation."""
+"""Event storage: the :class:`EventStore` interface, its SQLite and PostgreSQL
+implementations, and :func:`open_store`, which picks one from ``--db``."""
 
 from laneway.store.base import EventStore, NotFound
+from laneway.store.postgres import PostgresEventStore
 from laneway.store.sqlite import DatabaseInUse, SQLiteEventStore
 
-__all__ = ["DatabaseInUse", "EventStore", "NotFound", "SQLiteEventStore"]
+__all__ = [
+    "DatabaseInUse",
+    "EventStore",
+    "NotFound",
+    "PostgresEventStore",
+    "SQLiteEventStore",
+    "open_store",
+]
+
+# libpq's two URL schemes; anything else is a SQLite path.
+_POSTGRES_SCHEMES = ("postgresql://", "postgres://")
+
+
+def open_store(db: str) -> EventStore:
+    """The store ``db`` names: a PostgreSQL URL, else a SQLite file (or ``:memory:``)."""
+    if db.startswith(_POSTGRES_SCHEMES):
+        return PostgresEventStore(db)
+    return SQLiteEventStore(db)

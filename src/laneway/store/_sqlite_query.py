@@ -1,10 +1,9 @@
-"""SQL building and opaque cursors for :class:`~laneway.store.sqlite.SQLiteEventStore`."""
+"""SQL building for :class:`~laneway.store.sqlite.SQLiteEventStore`."""
 
 from __future__ import annotations
 
-import base64
 import sqlite3
-from typing import Annotated, Any, TypeVar
+from typing import Any
 
 import msgspec
 
@@ -13,41 +12,9 @@ from laneway.models import (
     EVENT_SOURCES,
     EventFilter,
     EventKind,
-    InvalidCursor,
     Order,
 )
-
-# A cursor is client input: bounded to SQLite's integers, so a forged one is an
-# InvalidCursor rather than an overflow inside the driver.
-_Int64 = Annotated[int, msgspec.Meta(ge=0, le=2**63 - 1)]
-
-
-class PageCursor(msgspec.Struct, forbid_unknown_fields=True):
-    """Where a conversation listing continues: below this pk."""
-
-    r: _Int64
-
-
-class EventCursor(msgspec.Struct, forbid_unknown_fields=True):
-    """Where an event search continues: past seq ``s`` in order ``o``."""
-
-    s: _Int64
-    o: Order
-
-
-_C = TypeVar("_C", PageCursor, EventCursor)
-
-
-def encode_cursor(cursor: PageCursor | EventCursor) -> str:
-    return base64.urlsafe_b64encode(msgspec.json.encode(cursor)).rstrip(b"=").decode()
-
-
-def decode_cursor(text: str, kind: type[_C]) -> _C:
-    try:
-        raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
-        return msgspec.json.decode(raw, type=kind)
-    except (ValueError, msgspec.DecodeError) as exc:
-        raise InvalidCursor(f"invalid cursor {text!r}") from exc
+from laneway.store._cursors import search_position
 
 
 def _kinds(flt: EventFilter) -> tuple[EventKind, ...] | None:
@@ -150,15 +117,11 @@ def search_sql(
     cursor: str | None,
 ) -> tuple[str, list[Any]]:
     """A query for one page of a search, with one row more to tell if another follows."""
-    if limit < 1:
-        raise ValueError("limit must be at least 1")
+    position = search_position(cursor, order, limit)
     narrowing, narrowing_params = _narrowing(flt)
-    if cursor is not None:
-        position = decode_cursor(cursor, EventCursor)
-        if position.o != order:
-            raise InvalidCursor(f"cursor {cursor!r} is for {position.o} order, not {order}")
+    if position is not None:
         narrowing += " AND seq > ?" if order == "asc" else " AND seq < ?"
-        narrowing_params.append(position.s)
+        narrowing_params.append(position)
     direction = "ASC" if order == "asc" else "DESC"
     tail = f" ORDER BY seq {direction} LIMIT ?"
     kinds = _kinds(flt)

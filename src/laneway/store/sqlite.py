@@ -15,51 +15,46 @@ import weakref
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import IO, Any
+from typing import IO
 
 import msgspec
 
 from laneway.models import (
-    STATUSES,
-    AgentSpec,
     ConversationRecord,
     ConversationUpdate,
     Event,
     EventFilter,
     NewEvent,
     Order,
-    Status,
 )
+from laneway.store._append import Append
 from laneway.store._record_cache import RecordCache
-from laneway.store._sqlite_checkpoint import Checkpointer
-from laneway.store._sqlite_query import (
-    EventCursor,
-    PageCursor,
-    decode_cursor,
-    encode_cursor,
-    event_where,
-    search_sql,
-    seq_window,
+from laneway.store._rows import (
+    CONVERSATION_COLUMNS,
+    CONVERSATION_FIELDS,
+    EVENT_COLUMNS,
+    conversation_row,
+    event_page,
+    to_record,
 )
+from laneway.store._sql_reads import SQLReads
+from laneway.store._sqlite_checkpoint import Checkpointer
+from laneway.store._sqlite_query import event_where, search_sql, seq_window
 from laneway.store._sqlite_recovery import pause_locked, requeue_locked
 from laneway.store._sqlite_schema import DatabaseInUse, claim, connect, is_memory, migrate
-from laneway.store._sqlite_writer import Append, Writer, insert_events
+from laneway.store._sqlite_writer import Writer, insert_events
 from laneway.store.base import Recovery, check_queue_order
 
 __all__ = ["DatabaseInUse", "SQLiteEventStore"]
 
-# Columns in field order, so rows and records convert positionally.
-_CONVERSATION_FIELDS = tuple(field.name for field in msgspec.structs.fields(ConversationRecord))
-_CONVERSATION_COLUMNS = ", ".join(_CONVERSATION_FIELDS)
 _INSERT_CONVERSATION = (
-    f"INSERT INTO conversations ({_CONVERSATION_COLUMNS})"
-    f" VALUES ({', '.join('?' * len(_CONVERSATION_FIELDS))})"
+    f"INSERT INTO conversations ({CONVERSATION_COLUMNS})"
+    f" VALUES ({', '.join('?' * len(CONVERSATION_FIELDS))})"
 )
-_EVENT_COLUMNS = "seq, id, timestamp, kind, source, data"
 _RUNNING = "SELECT id FROM conversations WHERE status = 'running' ORDER BY pk"
 # pk only breaks ties that cannot happen; conversations_status finds the rows.
 _QUEUED = (
-    f"SELECT {_CONVERSATION_COLUMNS} FROM conversations WHERE status = 'queued'"
+    f"SELECT {CONVERSATION_COLUMNS} FROM conversations WHERE status = 'queued'"
     " ORDER BY queue_order, pk"
 )
 # Only the numbers of queued conversations are ever compared (see
@@ -67,7 +62,6 @@ _QUEUED = (
 _LAST_QUEUE_ORDER = (
     "SELECT coalesce(max(queue_order), 0) FROM conversations WHERE status = 'queued'"
 )
-_MAX_PK = 2**63 - 1
 # Records kept in memory; a few MB, and more than the conversations a busy server
 # touches between two reads of the same one.
 RECORD_CACHE_SIZE = 4096
@@ -76,27 +70,15 @@ RECORD_CACHE_SIZE = 4096
 # 2,000 measured the same.
 CHECKPOINT_EVERY_EVENTS = 500
 
-_encode = msgspec.json.encode
-_decode_data = msgspec.json.Decoder(dict[str, Any]).decode
-_decode_agent = msgspec.json.Decoder(AgentSpec).decode
 
-
-def _record(row: tuple[Any, ...]) -> ConversationRecord:
-    cid, title, status, agent, *rest = row
-    return ConversationRecord(cid, title, status, _decode_agent(agent), *rest)
-
-
-def _event(conversation_id: str, row: tuple[Any, ...]) -> Event:
-    seq, eid, timestamp, kind, source, data = row
-    return Event(seq, eid, conversation_id, timestamp, kind, source, _decode_data(data))
-
-
-class SQLiteEventStore:
+class SQLiteEventStore(SQLReads):
     """An :class:`~laneway.store.base.EventStore` in a SQLite file, or ``":memory:"``.
 
     One store per file: opening a file that another store (in any process)
     holds raises :class:`DatabaseInUse`.
     """
+
+    placeholder = "?"
 
     def __init__(
         self,
@@ -213,9 +195,7 @@ class SQLiteEventStore:
     ) -> list[Event]:
         check_queue_order(record.status, record.queue_order)
         request = Append(record.id, events, None)
-        row: list[Any] = list(msgspec.structs.astuple(record))
-        row[_CONVERSATION_FIELDS.index("agent")] = _encode(record.agent).decode()
-        row[_CONVERSATION_FIELDS.index("last_seq")] = len(request.prepared)
+        row = conversation_row(record, len(request.prepared))
         with self._writer.transaction() as conn:
             conn.execute(_INSERT_CONVERSATION, row)
             if record.queue_order is not None:
@@ -234,47 +214,14 @@ class SQLiteEventStore:
         if cached is not None:
             return cached
         generation = self._records.generation
-        sql = f"SELECT {_CONVERSATION_COLUMNS} FROM conversations WHERE id = ?"
+        sql = f"SELECT {CONVERSATION_COLUMNS} FROM conversations WHERE id = ?"
         with self._read() as conn:
             row = conn.execute(sql, (conversation_id,)).fetchone()
         if row is None:
             return None
-        record = _record(row)
+        record = to_record(row)
         self._records.fill(record, generation)
         return record
-
-    def list_conversations(
-        self, *, status: Status | None, limit: int, cursor: str | None
-    ) -> tuple[list[ConversationRecord], str | None]:
-        if limit < 1:
-            raise ValueError("limit must be at least 1")
-        before = _MAX_PK if cursor is None else decode_cursor(cursor, PageCursor).r
-        where = "pk < ?" if status is None else "status = ? AND pk < ?"
-        params = (before, limit + 1) if status is None else (status, before, limit + 1)
-        sql = (
-            f"SELECT {_CONVERSATION_COLUMNS}, pk FROM conversations WHERE {where} "
-            "ORDER BY pk DESC LIMIT ?"
-        )
-        with self._read() as conn:
-            rows = conn.execute(sql, params).fetchall()
-        page = [_record(row[:-1]) for row in rows[:limit]]
-        more = len(rows) > limit
-        return page, encode_cursor(PageCursor(rows[limit - 1][-1])) if more else None
-
-    def count_conversations(self, *, status: Status | None) -> int:
-        with self._read() as conn:
-            if status is None:
-                row = conn.execute("SELECT count(*) FROM conversations").fetchone()
-            else:
-                sql = "SELECT count(*) FROM conversations WHERE status = ?"
-                row = conn.execute(sql, (status,)).fetchone()
-        return int(row[0])
-
-    def count_by_status(self) -> dict[Status, int]:
-        with self._read() as conn:
-            rows = conn.execute("SELECT status, count(*) FROM conversations GROUP BY status")
-            found = dict(rows.fetchall())
-        return {status: found.get(status, 0) for status in STATUSES}
 
     def delete_conversation(self, conversation_id: str) -> bool:
         # The foreign keys' ON DELETE CASCADE removes the events and tool notes.
@@ -290,7 +237,7 @@ class SQLiteEventStore:
         room = max(room, 0)
         with self._writer.transaction() as conn:
             running = [cid for (cid,) in conn.execute(_RUNNING)]
-            queued = [_record(row) for row in conn.execute(_QUEUED)]
+            queued = [to_record(row) for row in conn.execute(_QUEUED)]
             requests = pause_locked(self._writer, conn, running, reason, were_running=True)
             requeued, written = requeue_locked(self._writer, conn, queued[:room], requeue_reason)
             requests += written
@@ -357,29 +304,12 @@ class SQLiteEventStore:
     ) -> tuple[list[Event], str | None]:
         with self._read() as conn:
             window = seq_window(conn, conversation_id, flt)
-            sql, params = search_sql(_EVENT_COLUMNS, conversation_id, window, order, limit, cursor)
+            sql, params = search_sql(EVENT_COLUMNS, conversation_id, window, order, limit, cursor)
             rows = conn.execute(sql, params).fetchall()
-        page = [_event(conversation_id, row) for row in rows[:limit]]
-        more = len(rows) > limit
-        return page, encode_cursor(EventCursor(page[-1].seq, order)) if more else None
+        return event_page(conversation_id, rows, order, limit)
 
     def count_events(self, conversation_id: str, flt: EventFilter) -> int:
         with self._read() as conn:
             where, params = event_where(conversation_id, seq_window(conn, conversation_id, flt))
             row = conn.execute(f"SELECT count(*) FROM events WHERE {where}", params).fetchone()
         return int(row[0])
-
-    def get_event(self, conversation_id: str, seq: int) -> Event | None:
-        sql = f"SELECT {_EVENT_COLUMNS} FROM events WHERE conversation_id = ? AND seq = ?"
-        with self._read() as conn:
-            row = conn.execute(sql, (conversation_id, seq)).fetchone()
-        return None if row is None else _event(conversation_id, row)
-
-    def events_after(self, conversation_id: str, after_seq: int, limit: int) -> list[Event]:
-        sql = (
-            f"SELECT {_EVENT_COLUMNS} FROM events WHERE conversation_id = ? AND seq > ? "
-            "ORDER BY seq LIMIT ?"
-        )
-        with self._read() as conn:
-            rows = conn.execute(sql, (conversation_id, after_seq, limit)).fetchall()
-        return [_event(conversation_id, row) for row in rows]

@@ -1,0 +1,110 @@
+"""The versioned schema of :class:`~laneway.store.postgres.PostgresEventStore`.
+
+Several laneway instances may start on one database at once; each applies the
+migrations it lacks inside one transaction that first takes an advisory lock,
+so the others wait, then find the version already current and apply nothing.
+DDL is transactional in PostgreSQL: a migration that fails leaves nothing.
+"""
+
+from __future__ import annotations
+
+import psycopg
+
+# Migration N (1-based) brings a database from version N-1 to N. Append new
+# migrations; never edit one that has shipped, since databases already carry it.
+MIGRATIONS: list[tuple[str, ...]] = [
+    (
+        # The columns and their meaning follow the SQLite store's schema as it
+        # stands at its seventh version (see _sqlite_schema), so the same rows
+        # and the same SQL-independent code serve both. Timestamps are RFC 3339
+        # text (models.format_timestamp), compared bytewise ("C"), whatever the
+        # database's locale. last_stamp is the newest stamp given to the
+        # conversation's events (see _postgres_writes).
+        """
+        CREATE TABLE conversations (
+            pk BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+            id TEXT NOT NULL UNIQUE,
+            title TEXT NOT NULL,
+            status TEXT NOT NULL,
+            agent TEXT NOT NULL,
+            max_steps BIGINT NOT NULL,
+            created_at TEXT COLLATE "C" NOT NULL,
+            updated_at TEXT COLLATE "C" NOT NULL,
+            steps_done BIGINT NOT NULL DEFAULT 0,
+            last_error TEXT,
+            last_seq BIGINT NOT NULL DEFAULT 0,
+            read_seq BIGINT NOT NULL DEFAULT 0,
+            queue_order BIGINT,
+            prompt_tokens BIGINT NOT NULL DEFAULT 0,
+            completion_tokens BIGINT NOT NULL DEFAULT 0,
+            last_stamp TEXT COLLATE "C" NOT NULL
+        )
+        """,
+        "CREATE INDEX conversations_status ON conversations (status, pk)",
+        # data is the JSON text the store encoded, not jsonb: what a read
+        # returns is byte for byte what the append returned, and jsonb would
+        # refuse the \u0000 a message may hold. text_cf is the message text
+        # casefolded in Python, as SQLite's is (so "STRASSE" finds "straße"),
+        # kept as UTF-8 bytes since a text column cannot hold NUL.
+        """
+        CREATE TABLE events (
+            conversation_id TEXT NOT NULL
+                REFERENCES conversations (id) ON DELETE CASCADE,
+            seq BIGINT NOT NULL,
+            id TEXT NOT NULL,
+            timestamp TEXT COLLATE "C" NOT NULL,
+            kind TEXT NOT NULL,
+            source TEXT NOT NULL,
+            data TEXT NOT NULL,
+            text_cf BYTEA,
+            PRIMARY KEY (conversation_id, seq)
+        )
+        """,
+        "CREATE INDEX events_kind_source ON events (conversation_id, kind, source, seq)",
+        # Tool calls that had to wait for a tool token, until they begin (see
+        # _recovery).
+        """
+        CREATE TABLE tool_waits (
+            conversation_id TEXT NOT NULL
+                REFERENCES conversations (id) ON DELETE CASCADE,
+            call_id TEXT NOT NULL,
+            PRIMARY KEY (conversation_id, call_id)
+        )
+        """,
+        # One row a write can always touch, to learn whether writes work again.
+        """
+        CREATE TABLE write_probe (
+            id INTEGER PRIMARY KEY CHECK (id = 1),
+            written_at TEXT NOT NULL
+        )
+        """,
+    ),
+]
+
+# The advisory lock that serializes migrations: any number, the same in every
+# laneway ("lane" in ASCII).
+MIGRATION_LOCK = 0x6C616E65
+
+
+def migrate(conn: psycopg.Connection) -> int:
+    """Apply the migrations above the database's version; return the new version."""
+    with conn.transaction():
+        # Held until the transaction ends: another instance starting now waits
+        # here, then reads the version this one wrote.
+        conn.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK,))
+        conn.execute("CREATE TABLE IF NOT EXISTS laneway_schema (version INTEGER NOT NULL)")
+        row = conn.execute("SELECT version FROM laneway_schema").fetchone()
+        version = 0 if row is None else int(row[0])
+        if version > len(MIGRATIONS):
+            raise RuntimeError(
+                f"database schema version {version} is newer than this laneway "
+                f"understands ({len(MIGRATIONS)})"
+            )
+        for number in range(version + 1, len(MIGRATIONS) + 1):
+            for statement in MIGRATIONS[number - 1]:
+                conn.execute(statement)
+        if row is None:
+            conn.execute("INSERT INTO laneway_schema (version) VALUES (%s)", (len(MIGRATIONS),))
+        else:
+            conn.execute("UPDATE laneway_schema SET version = %s", (len(MIGRATIONS),))
+    return len(MIGRATIONS)
