@@ -209,3 +209,16 @@ async def test_openapi_declares_auth_only_with_keys() -> None:
     keyed = await operation(api_keys=["k"])
     assert keyed["security"] != []
     assert "401" in keyed["responses"]
+
+
+async def test_a_title_with_a_nul_is_a_422_and_a_message_with_one_is_kept() -> None:
+    async with api_client() as client:
+        refused = await client.post(C, json={"title": "a\x00b"})
+        assert_error(refused, 422, "validation_error")
+        assert "title" in refused.json()["error"]["message"]
+        assert (await client.get(C)).json()["items"] == []
+        # Message text goes into the event's JSON, which escapes it.
+        created = await client.post(C, json={"initial_message": "a\x00b", "run": False})
+        assert created.status_code == 201
+        events = (await client.get(f"{C}/{created.json()['id']}/events")).json()["items"]
+        assert events[-1]["data"]["text"] == "a\x00b"

@@ -11,6 +11,7 @@ from collections.abc import Iterator
 import psycopg
 import pytest
 
+from laneway.models import ConversationUpdate
 from laneway.store import PostgresEventStore, _postgres_schema, open_store
 from laneway.store.base import StoreUnavailable
 from tests.stores import all_events, create, msg
@@ -172,5 +173,17 @@ def test_a_database_refusing_writes_is_unavailable_until_one_succeeds(pg_url: st
         store.probe_write()
         assert store.write_problem() is None
         assert store.append(cid, [msg("b")])[0].seq == 2
+    finally:
+        store.close()
+
+
+def test_an_error_with_a_nul_is_kept_with_the_nul_replaced(pg_url: str) -> None:
+    store = open_store(pg_url)
+    try:
+        cid = create(store)
+        store.append(cid, [msg("x")], ConversationUpdate(status="error", last_error="bad\x00byte"))
+        record = store.get_conversation(cid)
+        assert record is not None
+        assert record.last_error == "bad\ufffdbyte"
     finally:
         store.close()

@@ -28,7 +28,8 @@ from laneway.models import (
 DEFAULT_WAIT_S = 60.0
 MAX_WAIT_S = 600.0
 
-Title = Annotated[str, msgspec.Meta(max_length=500)]
+# No NUL: a PostgreSQL text column cannot hold one.
+Title = Annotated[str, msgspec.Meta(max_length=500, pattern="^[^\x00]*$")]
 MaxSteps = Annotated[int, msgspec.Meta(ge=1, le=100_000)]
 # SQLite integers are signed 64-bit; a larger seq cannot exist, so it is refused.
 MAX_SEQ = 2**63 - 1

@@ -92,6 +92,10 @@ def write_append(conn: psycopg.Connection, request: Append) -> None:
         request.now = utc_now()
         return
     changes = request.update.changes() if request.update is not None else {}
+    if isinstance(error := changes.get("last_error"), str):
+        # A text column cannot hold NUL, which an agent's exception message may
+        # carry; SQLite keeps it, and the error event keeps it in its JSON.
+        changes["last_error"] = error.replace("\x00", "\ufffd")
     count, now = len(request.prepared), utc_now()
     sql = _update_sql(tuple(changes))
     row = conn.execute(sql, (count, now, now, *changes.values(), cid)).fetchone()
