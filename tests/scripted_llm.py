@@ -48,6 +48,9 @@ class Reply:
     stall_after: int | None = None
     cut_after: int | None = None
     chunk_delay_s: float = 0.0
+    # Sent as every tool call's index (None: left out), as some servers do,
+    # instead of each call's own.
+    call_index: int | str | None = "own"
 
 
 class _Cut(Exception):
@@ -119,13 +122,16 @@ def _chunks(model: str, reply: Reply) -> Iterator[dict[str, Any]]:
         step = max(1, -(-len(reply.text) // reply.pieces))
         for start in range(0, len(reply.text), step):
             yield chunk({"content": reply.text[start : start + step]})
-    for index, (name, arguments) in enumerate(reply.tool_calls):
-        call = {"index": index, "id": f"call_{index}", "type": "function",
+    for own, (name, arguments) in enumerate(reply.tool_calls):
+        at = {"index": own if reply.call_index == "own" else reply.call_index}
+        if at["index"] is None:
+            at = {}
+        call = {**at, "id": f"call_{own}", "type": "function",
                 "function": {"name": name, "arguments": ""}}  # fmt: skip
         yield chunk({"tool_calls": [call]})
         half = len(arguments) // 2
         for part in (arguments[:half], arguments[half:]):
-            yield chunk({"tool_calls": [{"index": index, "function": {"arguments": part}}]})
+            yield chunk({"tool_calls": [{**at, "function": {"arguments": part}}]})
     yield chunk({}, "tool_calls" if reply.tool_calls else "stop")
     prompt, completion = reply.usage
     usage = {"prompt_tokens": prompt, "completion_tokens": completion,

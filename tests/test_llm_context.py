@@ -85,3 +85,14 @@ def test_text_results_go_as_they_are_and_others_as_json() -> None:
     history.add_results([ToolResult("a", "t", output="plain"), ToolResult("b", "t", output=[1])])
     tools = [m["content"] for m in history.messages(None, limit=10) if m["role"] == "tool"]
     assert tools == ["plain", "[1]"]
+
+
+def test_a_cut_never_leaves_the_models_answer_first() -> None:
+    history = History()
+    history.add_user("one")
+    history.add_assistant("reply one", [])
+    history.add_assistant("more", [])
+    history.add_user("two")
+    # Room for three: "reply one" would lead; it goes, and so does "more".
+    assert _roles(history.messages("sys", limit=3)) == ["system", "user"]
+    assert _roles(history.messages(None, limit=4)) == ["user", "assistant", "assistant", "user"]

@@ -151,6 +151,24 @@ async def test_bad_tool_calls_tell_the_model_and_the_run_goes_on(
     assert expected in tool_message["content"]
 
 
+@pytest.mark.parametrize("index", [0, None])
+async def test_calls_sent_at_one_index_or_none_stay_apart(
+    llm: ScriptedLLM, index: int | None
+) -> None:
+    llm.script(
+        Reply(
+            tool_calls=[("calculator", '{"expression": "1+1"}'), ("current_time", "{}")],
+            call_index=index,
+        ),
+        Reply(text="done"),
+    )
+    async with llm_service(llm) as service:
+        events = await finished(service, "go", tools=["calculator", "current_time"])
+    assert [c["name"] for c in kinds(events, "tool_call")] == ["calculator", "current_time"]
+    assert kinds(events, "tool_result")[0]["output"] == 2
+    assert kinds(events, "status")[-1]["status"] == "finished"
+
+
 async def test_a_429_is_retried_after_its_retry_after(llm: ScriptedLLM) -> None:
     llm.script(Reply(status=429, headers={"Retry-After": "0.2"}), Reply(text="ok"))
     async with llm_service(llm, max_retries=2) as service:

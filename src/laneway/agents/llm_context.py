@@ -96,7 +96,8 @@ class History:
 
     def messages(self, system_prompt: str | None, limit: int) -> list[dict[str, Any]]:
         """The chat messages of a request: the system prompt, then the newest turns
-        that fit in ``limit`` messages (the last turn always, even if larger)."""
+        that fit in ``limit`` messages, from a user message on (the last turn
+        always, even if larger)."""
         turns = self._turns()
         kept: list[list[dict[str, Any]]] = []
         size = 0
@@ -105,8 +106,14 @@ class History:
                 break
             kept.append(turn)
             size += len(turn)
+        kept.reverse()
+        # Begin with the user, as many chat templates require after the system
+        # prompt: a cut that leaves the model's answer first drops it too.
+        first_user = next((i for i, turn in enumerate(kept) if turn[0]["role"] == "user"), None)
+        if len(kept) < len(turns) and first_user is not None:
+            kept = kept[first_user:]
         head = [{"role": "system", "content": system_prompt}] if system_prompt else []
-        return head + [m for turn in reversed(kept) for m in turn]
+        return head + [m for turn in kept for m in turn]
 
     def _turns(self) -> list[list[dict[str, Any]]]:
         """The history as the units that can be cut: a user message, or an

@@ -33,6 +33,7 @@ if TYPE_CHECKING:
         ChatCompletionFunctionToolParam,
         ChatCompletionMessageParam,
     )
+    from openai.types.chat.chat_completion_chunk import ChoiceDeltaToolCall
 
 
 class OpenAIConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -55,7 +56,9 @@ class _Reply:
 
     def __init__(self) -> None:
         self.text: list[str] = []
-        self.calls: dict[int, dict[str, Any]] = {}
+        # In the order they began; the call a part continues is found by index.
+        self.calls: list[dict[str, Any]] = []
+        self._by_index: dict[int | None, dict[str, Any]] = {}
         self.usage: Usage | None = None
         self.first_token_at: float | None = None
 
@@ -71,11 +74,21 @@ class _Reply:
                 if emit is not None:
                     emit(delta.content)
             for part in delta.tool_calls or ():
-                call = self.calls.setdefault(part.index, {"id": "", "name": "", "args": []})
-                call["id"] = part.id or call["id"]
-                if part.function is not None:
-                    call["name"] += part.function.name or ""
-                    call["args"].append(part.function.arguments or "")
+                self._add_call_part(part)
+
+    def _add_call_part(self, part: ChoiceDeltaToolCall) -> None:
+        """Parts of one call share its index, and only its first has an id. A
+        part with a new id begins a new call even at an index already seen:
+        some servers send every call at index 0, or none."""
+        call = self._by_index.get(part.index)
+        if call is None or (part.id and call["id"] and part.id != call["id"]):
+            call = {"id": "", "name": "", "args": []}
+            self.calls.append(call)
+            self._by_index[part.index] = call
+        call["id"] = part.id or call["id"]
+        if part.function is not None:
+            call["name"] += part.function.name or ""
+            call["args"].append(part.function.arguments or "")
 
 
 class OpenAIAgent:
@@ -99,6 +112,9 @@ class OpenAIAgent:
         self._arguments: dict[str, str] = {}
         self._lock = threading.Lock()
         self._stream: Stream[ChatCompletionChunk] | None = None
+        # A cancel counts only while a step is in flight here: one that comes
+        # as a step is ending must not stop the next one, perhaps runs later.
+        self._in_step = False
         self._cancelled = False
 
     def resume(self, events: Sequence[Event]) -> None:
@@ -108,6 +124,8 @@ class OpenAIAgent:
     def cancel(self) -> None:
         """Close the step's stream now: the provider stops generating at once."""
         with self._lock:
+            if not self._in_step:
+                return
             self._cancelled = True
             stream = self._stream
         if stream is not None:
@@ -119,8 +137,12 @@ class OpenAIAgent:
             self._history.add_user(text)
         started = time.perf_counter()
         reply = _Reply()
+        with self._lock:
+            self._in_step = True
         try:
             interrupted = self._stream_reply(reply, turn)
+            text = "".join(reply.text)
+            calls = [] if interrupted else self._tool_calls(turn.step, reply)
         except BaseException:
             # The messages stay unread in the log, and the next run gives them
             # to a step again; the results were the log's last word on their calls.
@@ -128,12 +150,11 @@ class OpenAIAgent:
             raise
         finally:
             with self._lock:
-                # Seen or not, a cancel is for the step it came during.
-                self._cancelled = False
+                self._in_step = self._cancelled = False
                 self._stream = None
-        text = "".join(reply.text)
-        calls = [] if interrupted else self._tool_calls(turn.step, reply)
-        self._history.add_assistant(text, calls)
+        if text or calls or not interrupted:
+            # As stored: an interrupted step that said nothing leaves no message.
+            self._history.add_assistant(text, calls)
         self._stats.observe_step(self.model, started, reply.first_token_at, reply.usage)
         # An empty answer is still stored, as the message that carries its usage.
         empty_answer = not text and not calls and not interrupted
@@ -180,7 +201,7 @@ class OpenAIAgent:
 
     def _tool_calls(self, step: int, reply: _Reply) -> list[ToolCall]:
         calls = []
-        for index, part in sorted(reply.calls.items()):
+        for index, part in enumerate(reply.calls):
             # Some servers send no id; one is needed to pair the call with its result.
             call_id = part["id"] or f"call_{step}_{index}"
             raw = "".join(part["args"])
