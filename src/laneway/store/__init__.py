@@ -1,9 +1,9 @@
 """Event storage: the :class:`EventStore` interface, its SQLite and PostgreSQL
 implementations, and :func:`open_store`, which picks one from ``--db``."""
 
-from laneway.store.base import EventStore, NotFound
+from laneway.store.base import DatabaseInUse, EventStore, NotFound
 from laneway.store.postgres import PostgresEventStore
-from laneway.store.sqlite import DatabaseInUse, SQLiteEventStore
+from laneway.store.sqlite import SQLiteEventStore
 
 __all__ = [
     "DatabaseInUse",

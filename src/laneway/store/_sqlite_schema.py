@@ -6,6 +6,8 @@ import fcntl
 import sqlite3
 from typing import IO
 
+from laneway.store.base import DatabaseInUse
+
 # Migration N (1-based) brings a database from user_version N-1 to N. Append new
 # migrations; never edit one that has shipped, since databases already carry it.
 MIGRATIONS: list[tuple[str, ...]] = [
@@ -190,10 +192,6 @@ def migrate(conn: sqlite3.Connection) -> int:
             conn.execute("ROLLBACK")
         raise
     return len(MIGRATIONS)
-
-
-class DatabaseInUse(RuntimeError):
-    """Another process has this database file open as a laneway store."""
 
 
 def claim(path: str) -> IO[bytes]:

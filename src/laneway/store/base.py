@@ -28,6 +28,11 @@ class NotFound(LookupError):
     """No conversation (or event) with that id."""
 
 
+class DatabaseInUse(RuntimeError):
+    """Another process uses this database as a laneway store in a way that only
+    one process may: a SQLite file, or the runs of a PostgreSQL database."""
+
+
 class StoreUnavailable(Exception):
     """The store cannot write now: the disk is full, or refused the write. Nothing
     of the refused write was stored; the store takes writes again once the

@@ -34,7 +34,7 @@ from laneway.models import (
 from laneway.store._append import Append
 from laneway.store._postgres_query import event_where, search_sql
 from laneway.store._postgres_recovery import pause, requeue
-from laneway.store._postgres_schema import migrate
+from laneway.store._postgres_schema import MIGRATION_LOCK, migrate
 from laneway.store._postgres_writes import PROBE, write_append, write_conversation
 from laneway.store._rows import (
     CONVERSATION_COLUMNS,
@@ -45,7 +45,7 @@ from laneway.store._rows import (
     to_record,
 )
 from laneway.store._sql_reads import SQLReads
-from laneway.store.base import Recovery, StoreUnavailable, check_queue_order
+from laneway.store.base import DatabaseInUse, Recovery, StoreUnavailable, check_queue_order
 
 __all__ = ["PostgresEventStore"]
 
@@ -72,6 +72,9 @@ CONNECT_TIMEOUT_S = 10.0
 # The errors that say the database cannot be reached or written now (a lost
 # connection, a full disk, a server shutting down or read-only), rather than
 # that the statement itself was wrong.
+# The session lock of the process whose runs these are (see _claim_runs); any
+# number other than the migrations' lock.
+_RUNS_LOCK = MIGRATION_LOCK + 1
 _UNAVAILABLE = (psycopg.OperationalError, psycopg.errors.ReadOnlySqlTransaction)
 
 
@@ -108,11 +111,43 @@ class PostgresEventStore(SQLReads):
             raise StoreUnavailable(f"cannot connect to the PostgreSQL database: {exc}") from exc
         self._last_queue_order = int(last_queue_order)
         self._lock = threading.Lock()
+        self._url = url
+        # Held from recovery on: see _claim_runs.
+        self._runs_claim: psycopg.Connection | None = None
         # Why the last write failed, if the database refused it; None once one succeeds.
         self._problem: str | None = None
 
     def close(self) -> None:
+        if self._runs_claim is not None:
+            self._runs_claim.close()
         self._pool.close()
+
+    def _claim_runs(self) -> None:
+        """Take the database's runs for this process, for as long as it is open.
+
+        Recovery pauses every run the database shows running and queues again
+        every run it shows queued, which is right only if no other laneway
+        process is running them: until runs have leases, one process runs
+        agents on a database, and a second is refused at startup, as SQLite
+        refuses a second process on its file. A session advisory lock on a
+        connection of its own goes with the process, however it ends.
+        """
+        if self._runs_claim is not None:
+            return
+        try:
+            conn = psycopg.connect(
+                self._url, autocommit=True, connect_timeout=int(CONNECT_TIMEOUT_S)
+            )
+            row = conn.execute("SELECT pg_try_advisory_lock(%s)", [_RUNS_LOCK]).fetchone()
+        except psycopg.OperationalError as exc:
+            raise StoreUnavailable(f"cannot connect to the PostgreSQL database: {exc}") from exc
+        if row is None or not row[0]:
+            conn.close()
+            raise DatabaseInUse(
+                "another laneway process runs agents on this database; several need "
+                "leases on their runs, which are not built yet"
+            )
+        self._runs_claim = conn
 
     # -- connections ---------------------------------------------------------
 
@@ -179,6 +214,7 @@ class PostgresEventStore(SQLReads):
         self, reason: str, *, room: int, requeue_reason: str, full_reason: str
     ) -> Recovery:
         room = max(room, 0)
+        self._claim_runs()
         with self._transaction() as conn:
             running = [cid for (cid,) in conn.execute(_RUNNING).fetchall()]
             queued = [to_record(row) for row in conn.execute(_QUEUED).fetchall()]

@@ -41,9 +41,9 @@ from laneway.store._sql_reads import SQLReads
 from laneway.store._sqlite_checkpoint import Checkpointer
 from laneway.store._sqlite_query import event_where, search_sql, seq_window
 from laneway.store._sqlite_recovery import pause_locked, requeue_locked
-from laneway.store._sqlite_schema import DatabaseInUse, claim, connect, is_memory, migrate
+from laneway.store._sqlite_schema import claim, connect, is_memory, migrate
 from laneway.store._sqlite_writer import Writer, insert_events
-from laneway.store.base import Recovery, check_queue_order
+from laneway.store.base import DatabaseInUse, Recovery, check_queue_order
 
 __all__ = ["DatabaseInUse", "SQLiteEventStore"]
 
