@@ -42,14 +42,21 @@ def decode_cursor(text: str, kind: type[_C]) -> _C:
         raise InvalidCursor(f"invalid cursor {text!r}") from exc
 
 
-def search_position(cursor: str | None, order: Order, limit: int) -> int | None:
-    """The seq an event search continues past (None from the start), checking
-    that ``cursor`` was issued for a search in this ``order``."""
+def search_page(
+    cursor: str | None, order: Order, limit: int, placeholder: str
+) -> tuple[str, list[int], str]:
+    """The parts of an event search's SQL that a page adds, the same in every
+    store: the bound past the seq ``cursor`` continues from (a clause to AND to
+    the filters, and its parameter; none from the start), and the ordering and
+    LIMIT tail, whose parameter the caller gives last. Checks that ``cursor``
+    was issued for a search in this ``order``."""
     if limit < 1:
         raise ValueError("limit must be at least 1")
+    tail = f" ORDER BY seq {'ASC' if order == 'asc' else 'DESC'} LIMIT {placeholder}"
     if cursor is None:
-        return None
+        return "", [], tail
     position = decode_cursor(cursor, EventCursor)
     if position.o != order:
         raise InvalidCursor(f"cursor {cursor!r} is for {position.o} order, not {order}")
-    return position.s
+    bound = f" AND seq {'>' if order == 'asc' else '<'} {placeholder}"
+    return bound, [position.s], tail

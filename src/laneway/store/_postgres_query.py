@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from laneway.models import EventFilter, Order
-from laneway.store._cursors import search_position
+from laneway.store._cursors import search_page
 
 
 def event_where(conversation_id: str, flt: EventFilter) -> tuple[str, list[Any]]:
@@ -44,11 +44,7 @@ def search_sql(
     cursor: str | None,
 ) -> tuple[str, list[Any]]:
     """A query for one page of a search, with one row more to tell if another follows."""
-    position = search_position(cursor, order, limit)
+    bound, bound_params, tail = search_page(cursor, order, limit, "%s")
     where, params = event_where(conversation_id, flt)
-    if position is not None:
-        where += " AND seq > %s" if order == "asc" else " AND seq < %s"
-        params.append(position)
-    direction = "ASC" if order == "asc" else "DESC"
-    sql = f"SELECT {columns} FROM events WHERE {where} ORDER BY seq {direction} LIMIT %s"
-    return sql, [*params, limit + 1]
+    sql = f"SELECT {columns} FROM events WHERE {where}{bound}{tail}"
+    return sql, [*params, *bound_params, limit + 1]

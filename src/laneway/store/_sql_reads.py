@@ -4,6 +4,7 @@ counts, and single events and the events after a seq."""
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from contextlib import AbstractContextManager
 from typing import Any, ClassVar
 
@@ -14,14 +15,14 @@ from laneway.store._rows import CONVERSATION_COLUMNS, EVENT_COLUMNS, conversatio
 _MAX_PK = 2**63 - 1
 
 
-class SQLReads:
+class SQLReads(ABC):
     """Mixed into a store that gives its placeholder and a connection to read on
     (sqlite3's and psycopg's both run ``execute(sql, params)``)."""
 
     placeholder: ClassVar[str]
 
-    def _read(self) -> AbstractContextManager[Any]:
-        raise NotImplementedError
+    @abstractmethod
+    def _read(self) -> AbstractContextManager[Any]: ...
 
     def _sql(self, sql: str) -> str:
         return sql.replace("?", self.placeholder)

@@ -14,7 +14,7 @@ from laneway.models import (
     EventKind,
     Order,
 )
-from laneway.store._cursors import search_position
+from laneway.store._cursors import search_page
 
 
 def _kinds(flt: EventFilter) -> tuple[EventKind, ...] | None:
@@ -117,13 +117,10 @@ def search_sql(
     cursor: str | None,
 ) -> tuple[str, list[Any]]:
     """A query for one page of a search, with one row more to tell if another follows."""
-    position = search_position(cursor, order, limit)
+    bound, bound_params, tail = search_page(cursor, order, limit, "?")
     narrowing, narrowing_params = _narrowing(flt)
-    if position is not None:
-        narrowing += " AND seq > ?" if order == "asc" else " AND seq < ?"
-        narrowing_params.append(position)
-    direction = "ASC" if order == "asc" else "DESC"
-    tail = f" ORDER BY seq {direction} LIMIT ?"
+    narrowing += bound
+    narrowing_params += bound_params
     kinds = _kinds(flt)
     if kinds is None:
         sql = f"SELECT {columns} FROM events WHERE conversation_id = ?{narrowing}{tail}"
