@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import psycopg
 
+from laneway.store._migrations import pending
+
 # Migration N (1-based) brings a database from version N-1 to N. Append new
 # migrations; never edit one that has shipped, since databases already carry it.
 MIGRATIONS: list[tuple[str, ...]] = [
@@ -95,13 +97,8 @@ def migrate(conn: psycopg.Connection) -> int:
         conn.execute("CREATE TABLE IF NOT EXISTS laneway_schema (version INTEGER NOT NULL)")
         row = conn.execute("SELECT version FROM laneway_schema").fetchone()
         version = 0 if row is None else int(row[0])
-        if version > len(MIGRATIONS):
-            raise RuntimeError(
-                f"database schema version {version} is newer than this laneway "
-                f"understands ({len(MIGRATIONS)})"
-            )
-        for number in range(version + 1, len(MIGRATIONS) + 1):
-            for statement in MIGRATIONS[number - 1]:
+        for _, statements in pending(version, MIGRATIONS):
+            for statement in statements:
                 conn.execute(statement)
         if row is None:
             conn.execute("INSERT INTO laneway_schema (version) VALUES (%s)", (len(MIGRATIONS),))

@@ -6,6 +6,7 @@ import fcntl
 import sqlite3
 from typing import IO
 
+from laneway.store._migrations import pending
 from laneway.store.base import DatabaseInUse
 
 # Migration N (1-based) brings a database from user_version N-1 to N. Append new
@@ -177,13 +178,8 @@ def migrate(conn: sqlite3.Connection) -> int:
     conn.execute("BEGIN IMMEDIATE")
     try:
         (version,) = conn.execute("PRAGMA user_version").fetchone()
-        if version > len(MIGRATIONS):
-            raise RuntimeError(
-                f"database schema version {version} is newer than this laneway "
-                f"understands ({len(MIGRATIONS)})"
-            )
-        for number in range(version + 1, len(MIGRATIONS) + 1):
-            for statement in MIGRATIONS[number - 1]:
+        for number, statements in pending(version, MIGRATIONS):
+            for statement in statements:
                 conn.execute(statement)
             conn.execute(f"PRAGMA user_version = {number}")
         conn.execute("COMMIT")
