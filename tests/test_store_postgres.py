@@ -13,7 +13,7 @@ import pytest
 
 from laneway.models import ConversationUpdate
 from laneway.store import PostgresEventStore, _postgres_schema, open_store
-from laneway.store.base import DatabaseInUse, StoreUnavailable
+from laneway.store.base import StoreUnavailable
 from tests.stores import all_events, create, msg
 
 
@@ -187,16 +187,3 @@ def test_an_error_with_a_nul_is_kept_with_the_nul_replaced(pg_url: str) -> None:
         assert record.last_error == "bad\ufffdbyte"
     finally:
         store.close()
-
-
-def test_only_one_process_takes_the_runs_of_a_database(
-    stores: list[PostgresEventStore],
-) -> None:
-    # Until runs have leases, a second process must not pause or requeue the
-    # runs of the first, as its recovery would.
-    first, second = stores
-    first.recover_interrupted("r", room=10, requeue_reason="q", full_reason="f")
-    with pytest.raises(DatabaseInUse, match="another laneway process"):
-        second.recover_interrupted("r", room=10, requeue_reason="q", full_reason="f")
-    first.close()
-    second.recover_interrupted("r", room=10, requeue_reason="q", full_reason="f")

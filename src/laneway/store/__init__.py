@@ -11,6 +11,7 @@ __all__ = [
     "NotFound",
     "PostgresEventStore",
     "SQLiteEventStore",
+    "is_postgres",
     "open_store",
 ]
 
@@ -18,8 +19,12 @@ __all__ = [
 _POSTGRES_SCHEMES = ("postgresql://", "postgres://")
 
 
+def is_postgres(db: str) -> bool:
+    return db.startswith(_POSTGRES_SCHEMES)
+
+
 def open_store(db: str) -> EventStore:
     """The store ``db`` names: a PostgreSQL URL, else a SQLite file (or ``:memory:``)."""
-    if db.startswith(_POSTGRES_SCHEMES):
+    if is_postgres(db):
         return PostgresEventStore(db)
     return SQLiteEventStore(db)

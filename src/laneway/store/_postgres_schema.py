@@ -81,6 +81,49 @@ MIGRATIONS: list[tuple[str, ...]] = [
         )
         """,
     ),
+    (
+        # Leases (see laneway.cluster): the instance that owns a conversation's
+        # run, until when, and the fencing number its writes must carry, one
+        # more for every new owner. control is a pause or interrupt asked of
+        # the owner, kept until its run ends, so that an owner which missed
+        # the notification still finds it at its next heartbeat. run_wanted_seq
+        # is the newest message that asked for a run: one its run ended without
+        # reading gets a run of its own when that run's lease is released.
+        """
+        ALTER TABLE conversations
+            ADD COLUMN owner TEXT,
+            ADD COLUMN lease_expires TIMESTAMPTZ,
+            ADD COLUMN fence BIGINT NOT NULL DEFAULT 0,
+            ADD COLUMN control TEXT,
+            ADD COLUMN run_wanted_seq BIGINT NOT NULL DEFAULT 0
+        """,
+        # The run queue shared by every instance: queued and taken by none.
+        """
+        CREATE INDEX conversations_run_queue ON conversations (queue_order, pk)
+            WHERE status = 'queued' AND owner IS NULL
+        """,
+        "CREATE INDEX conversations_owner ON conversations (owner) WHERE owner IS NOT NULL",
+        # Places in the queue order, given by the database since any instance
+        # may queue a run; started above any a single process gave before.
+        "CREATE SEQUENCE queue_orders",
+        """
+        SELECT setval('queue_orders', coalesce((SELECT max(queue_order) FROM conversations), 0) + 1,
+                      false)
+        """,
+        # Live instances, each renewing its row at every heartbeat; lanes is the
+        # JSON of its lanes' snapshot then.
+        """
+        CREATE TABLE instances (
+            id TEXT PRIMARY KEY,
+            role TEXT NOT NULL,
+            started_at TEXT NOT NULL,
+            heartbeat_at TIMESTAMPTZ NOT NULL,
+            expires_at TIMESTAMPTZ NOT NULL,
+            lanes TEXT NOT NULL,
+            runs BIGINT NOT NULL
+        )
+        """,
+    ),
 ]
 
 # The advisory lock that serializes migrations: any number, the same in every

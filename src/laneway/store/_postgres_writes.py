@@ -24,7 +24,7 @@ import psycopg
 
 from laneway.models import ConversationUpdate, Status, status_event, utc_now
 from laneway.store._append import Append
-from laneway.store.base import NotFound
+from laneway.store.base import LeaseLost, NotFound
 
 _INSERT_EVENT = (
     "INSERT INTO events (conversation_id, seq, id, timestamp, kind, source, data, text_cf)"
@@ -40,6 +40,7 @@ _ADVANCE = (
     "UPDATE conversations SET last_seq = last_seq + %s,"
     " last_stamp = GREATEST(last_stamp, %s), updated_at = GREATEST(last_stamp, %s)"
 )
+_EXISTS = "SELECT 1 FROM conversations WHERE id = %s"
 _SET_STATUS_ALL = f"{_ADVANCE}, status = %s WHERE id = ANY(%s) RETURNING id, last_seq, last_stamp"
 PROBE = (
     "INSERT INTO write_probe (id, written_at) VALUES (1, %s)"
@@ -48,11 +49,12 @@ PROBE = (
 
 
 @functools.cache
-def _update_sql(fields: tuple[str, ...]) -> str:
+def _update_sql(fields: tuple[str, ...], fenced: bool) -> str:
     # One statement per combination of updated fields, so that psycopg prepares
     # each on the connections that run it often.
     sets = "".join(f", {name} = %s" for name in fields)
-    return f"{_ADVANCE}{sets} WHERE id = %s RETURNING last_seq, last_stamp"
+    lease = " AND owner = %s AND fence = %s" if fenced else ""
+    return f"{_ADVANCE}{sets} WHERE id = %s{lease} RETURNING last_seq, last_stamp"
 
 
 def _rows(request: Append) -> list[tuple[Any, ...]]:
@@ -78,8 +80,12 @@ def insert_events(conn: psycopg.Connection, request: Append) -> None:
         conn.cursor().executemany(_INSERT_EVENT, rows)
 
 
-def write_append(conn: psycopg.Connection, request: Append) -> None:
-    """Write one append; raises NotFound, writing nothing, if its conversation is gone."""
+def write_append(
+    conn: psycopg.Connection, request: Append, lease: tuple[str, int] | None = None
+) -> None:
+    """Write one append; raises NotFound, writing nothing, if its conversation is
+    gone. With a ``lease`` (owner, fencing number), of a run's own write, it
+    raises LeaseLost, writing nothing, unless that lease still holds the run."""
     cid = request.conversation_id
     if not request.changes_conversation:
         # Only notes of tool calls: nothing of the conversation itself changes.
@@ -97,9 +103,11 @@ def write_append(conn: psycopg.Connection, request: Append) -> None:
         # carry; SQLite keeps it, and the error event keeps it in its JSON.
         changes["last_error"] = error.replace("\x00", "\ufffd")
     count, now = len(request.prepared), utc_now()
-    sql = _update_sql(tuple(changes))
-    row = conn.execute(sql, (count, now, now, *changes.values(), cid)).fetchone()
+    sql = _update_sql(tuple(changes), lease is not None)
+    row = conn.execute(sql, (count, now, now, *changes.values(), cid, *(lease or ()))).fetchone()
     if row is None:
+        if lease is not None and conn.execute(_EXISTS, (cid,)).fetchone() is not None:
+            raise LeaseLost(f"the lease on the run of {cid!r} is no longer {lease}")
         raise NotFound(f"no conversation {cid!r}")
     last_seq, request.now = row
     request.first_seq = last_seq - count + 1

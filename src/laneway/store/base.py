@@ -29,8 +29,13 @@ class NotFound(LookupError):
 
 
 class DatabaseInUse(RuntimeError):
-    """Another process uses this database as a laneway store in a way that only
-    one process may: a SQLite file, or the runs of a PostgreSQL database."""
+    """Another process uses this SQLite file as a laneway store."""
+
+
+class LeaseLost(Exception):
+    """A run's write carried a lease that no longer holds the run: its owner was
+    cut off long enough for another instance to take the run over (or to end
+    it). Nothing of the write was stored, and the run must stop writing."""
 
 
 class StoreUnavailable(Exception):

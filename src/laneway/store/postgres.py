@@ -8,14 +8,15 @@ stamps are kept by the database itself (see :mod:`_postgres_writes`), so
 several stores on one database, in several processes, write correctly.
 
 Unlike the SQLite store it keeps no records in memory: another process may
-have changed any of them, and nothing tells this one yet. Its only memory is
-the largest place in the queue order it has seen, as the run queue is still
-each process's own.
+have changed any of them. The run queue, the leases on runs and the instances
+sharing the database are :mod:`laneway.cluster`'s, in their own tables and
+columns, written through :meth:`PostgresEventStore.transaction`.
 """
 
 from __future__ import annotations
 
 import threading
+import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
@@ -34,7 +35,7 @@ from laneway.models import (
 from laneway.store._append import Append
 from laneway.store._postgres_query import event_where, search_sql
 from laneway.store._postgres_recovery import pause, requeue
-from laneway.store._postgres_schema import MIGRATION_LOCK, migrate
+from laneway.store._postgres_schema import migrate
 from laneway.store._postgres_writes import PROBE, write_append, write_conversation
 from laneway.store._rows import (
     CONVERSATION_COLUMNS,
@@ -45,7 +46,7 @@ from laneway.store._rows import (
     to_record,
 )
 from laneway.store._sql_reads import SQLReads
-from laneway.store.base import DatabaseInUse, Recovery, StoreUnavailable, check_queue_order
+from laneway.store.base import Recovery, StoreUnavailable, check_queue_order
 
 __all__ = ["PostgresEventStore"]
 
@@ -72,9 +73,6 @@ CONNECT_TIMEOUT_S = 10.0
 # The errors that say the database cannot be reached or written now (a lost
 # connection, a full disk, a server shutting down or read-only), rather than
 # that the statement itself was wrong.
-# The session lock of the process whose runs these are (see _claim_runs); any
-# number other than the migrations' lock.
-_RUNS_LOCK = MIGRATION_LOCK + 1
 _UNAVAILABLE = (psycopg.OperationalError, psycopg.errors.ReadOnlySqlTransaction)
 
 
@@ -84,7 +82,11 @@ class PostgresEventStore(SQLReads):
 
     placeholder = "%s"
 
-    def __init__(self, url: str, *, pool_size: int = POOL_SIZE) -> None:
+    def __init__(
+        self, url: str, *, pool_size: int = POOL_SIZE, instance_id: str | None = None
+    ) -> None:
+        # Names this process among the instances sharing the database.
+        self.instance_id = instance_id if instance_id is not None else uuid.uuid4().hex
         try:
             with psycopg.connect(url, connect_timeout=int(CONNECT_TIMEOUT_S)) as conn:
                 migrate(conn)
@@ -112,42 +114,11 @@ class PostgresEventStore(SQLReads):
         self._last_queue_order = int(last_queue_order)
         self._lock = threading.Lock()
         self._url = url
-        # Held from recovery on: see _claim_runs.
-        self._runs_claim: psycopg.Connection | None = None
         # Why the last write failed, if the database refused it; None once one succeeds.
         self._problem: str | None = None
 
     def close(self) -> None:
-        if self._runs_claim is not None:
-            self._runs_claim.close()
         self._pool.close()
-
-    def _claim_runs(self) -> None:
-        """Take the database's runs for this process, for as long as it is open.
-
-        Recovery pauses every run the database shows running and queues again
-        every run it shows queued, which is right only if no other laneway
-        process is running them: until runs have leases, one process runs
-        agents on a database, and a second is refused at startup, as SQLite
-        refuses a second process on its file. A session advisory lock on a
-        connection of its own goes with the process, however it ends.
-        """
-        if self._runs_claim is not None:
-            return
-        try:
-            conn = psycopg.connect(
-                self._url, autocommit=True, connect_timeout=int(CONNECT_TIMEOUT_S)
-            )
-            row = conn.execute("SELECT pg_try_advisory_lock(%s)", [_RUNS_LOCK]).fetchone()
-        except psycopg.OperationalError as exc:
-            raise StoreUnavailable(f"cannot connect to the PostgreSQL database: {exc}") from exc
-        if row is None or not row[0]:
-            conn.close()
-            raise DatabaseInUse(
-                "another laneway process runs agents on this database; several need "
-                "leases on their runs, which are not built yet"
-            )
-        self._runs_claim = conn
 
     # -- connections ---------------------------------------------------------
 
@@ -170,6 +141,11 @@ class PostgresEventStore(SQLReads):
             self._problem = str(refused)
             raise refused from exc
         self._problem = None
+
+    # The cluster's own statements (leases, the run queue, instances) run in
+    # the same connections, with the same errors.
+    reading = _read
+    transaction = _transaction
 
     # -- health --------------------------------------------------------------
 
@@ -213,8 +189,9 @@ class PostgresEventStore(SQLReads):
     def recover_interrupted(
         self, reason: str, *, room: int, requeue_reason: str, full_reason: str
     ) -> Recovery:
+        # For a database one process uses alone: instances sharing one settle
+        # each other's runs through leases instead (laneway.cluster).
         room = max(room, 0)
-        self._claim_runs()
         with self._transaction() as conn:
             running = [cid for (cid,) in conn.execute(_RUNNING).fetchall()]
             queued = [to_record(row) for row in conn.execute(_QUEUED).fetchall()]
@@ -258,6 +235,23 @@ class PostgresEventStore(SQLReads):
             self._note_queue_order(queue_order)
         with self._transaction() as conn:
             write_append(conn, request)
+        return request.stored()
+
+    def append_fenced(
+        self,
+        conversation_id: str,
+        events: Sequence[NewEvent],
+        update: ConversationUpdate | None,
+        *,
+        lease: tuple[str, int],
+    ) -> list[Event]:
+        """:meth:`append` for a run holding ``lease`` (owner, fencing number):
+        raises LeaseLost, writing nothing, if that lease no longer holds the run."""
+        if update is not None:
+            check_queue_order(update.status, update.queue_order)
+        request = Append(conversation_id, events, update)
+        with self._transaction() as conn:
+            write_append(conn, request, lease)
         return request.stored()
 
     def note_tools_waiting(self, conversation_id: str, call_ids: Sequence[str]) -> None:
