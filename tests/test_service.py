@@ -14,8 +14,8 @@ from laneway.errors import InvalidRequest, NotFound
 from laneway.lanes import LaneFull
 from laneway.lifecycle import PAUSE_REASON, Phase, RunState
 from laneway.models import AgentSpec, ConversationUpdate, Event, EventFilter, status_event
+from laneway.restart import RESTART_REASON
 from laneway.runhandle import RunHandle
-from laneway.service import RESTART_REASON
 from laneway.store import SQLiteEventStore
 from tests.lanes_held import lane_held
 from tests.services import (

@@ -19,11 +19,11 @@ from laneway.api.exceptions import ApiError
 from laneway.api.limits import HeadLimitMiddleware
 from laneway.api.openapi import build_document
 from laneway.api.routes import build_routes, documented_operations
+from laneway.cluster.service import open_service
 from laneway.config import Settings, load_tools
 from laneway.errors import Conflict, InvalidRequest, NotFound, ShuttingDown, StoreUnavailable
 from laneway.lanes import LaneFull, Lanes
 from laneway.models import InvalidCursor
-from laneway.service import ConversationService
 from laneway.store import open_store
 from laneway.tools import ToolRegistry
 
@@ -52,9 +52,10 @@ def create_app(settings: Settings | None = None, tools: ToolRegistry | None = No
         store = await lanes.io.run_sync(open_store, config.db)
         agents = AgentCatalog(allowed=config.agents, llm=config.llm(), tools=registry)
         try:
-            async with ConversationService(
+            async with open_service(
                 store,
                 lanes,
+                cluster=config.cluster(),
                 step_timeout_s=config.step_timeout_s,
                 shutdown_grace_s=config.shutdown_grace_s,
                 agents=agents,
@@ -68,14 +69,18 @@ def create_app(settings: Settings | None = None, tools: ToolRegistry | None = No
             agents.close()
             store.close()
 
+    serves_api = config.cluster().serves_api
+    operations = documented_operations(
+        keys=bool(config.api_keys), metrics_auth=config.metrics_auth, serves_api=serves_api
+    )
     document = build_document(
-        documented_operations(keys=bool(config.api_keys), metrics_auth=config.metrics_auth),
+        operations,
         title="laneway",
         version=laneway.__version__,
     )
     handlers = dict.fromkeys(_MAPPED, handle_exception)
     app = Starlette(
-        routes=build_routes(encode(document)),
+        routes=build_routes(encode(document), serves_api=serves_api),
         middleware=[
             Middleware(HeadLimitMiddleware, max_bytes=config.max_header_bytes),
             Middleware(ApiKeyMiddleware, keys=config.api_keys, protect_metrics=config.metrics_auth),

@@ -44,6 +44,8 @@ _DESCRIPTIONS: dict[str, str] = {
     "llm_models": "a model conversations may name; repeat; the first is the default",
     "llm_timeout_s": "seconds to wait for the provider, per request and between chunks",
     "llm_max_retries": "retries of a failed provider call (429, 5xx, connection), by the SDK",
+    "role": "with PostgreSQL: all, api (HTTP, takes no runs) or worker (runs; health only)",
+    "lease_ttl_s": "with PostgreSQL: how long a silent instance keeps its runs",
 }
 # List settings take one value per flag, so their flags are singular.
 _FLAG_NAMES = {

@@ -18,7 +18,9 @@ from typing import Annotated, Any, Literal
 import msgspec
 
 from laneway.agents.llm_provider import LLMProvider
+from laneway.cluster.settings import DEFAULT_LEASE_TTL_S, ClusterSettings, Role
 from laneway.lanes import LanesConfig, LanesMode
+from laneway.store import is_postgres
 from laneway.tools import ToolLoadError, ToolRegistry
 
 Backend = Literal["asyncio", "trio"]
@@ -71,6 +73,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     llm_models: list[str] = msgspec.field(default_factory=list)
     llm_timeout_s: Seconds = 60.0
     llm_max_retries: Annotated[int, msgspec.Meta(ge=0, le=10)] = 2
+    # Only with a PostgreSQL database, which several instances share.
+    role: Role = "all"
+    lease_ttl_s: Annotated[float, msgspec.Meta(ge=1, le=3600)] = DEFAULT_LEASE_TTL_S
 
     def lanes(self) -> LanesConfig:
         return LanesConfig(
@@ -82,6 +87,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
             tool_max_waiting=self.tool_max_waiting,
             io_max_waiting=self.io_max_waiting,
         )
+
+    def cluster(self) -> ClusterSettings:
+        return ClusterSettings(role=self.role, lease_ttl_s=self.lease_ttl_s)
 
     def llm(self) -> LLMProvider | None:
         if not self.llm_base_url:
@@ -153,7 +161,13 @@ def load_settings(
     # Environment values are strings; non-strict conversion parses "16" and "true".
     merged.update(_convert(_from_env(env), "environment", strict=False))
     merged.update(_convert(dict(flags or {}), "command line", strict=True))
-    return msgspec.structs.replace(DEFAULTS, **merged)
+    settings = msgspec.structs.replace(DEFAULTS, **merged)
+    if settings.role != "all" and not is_postgres(settings.db):
+        raise ConfigError(
+            f"role: {settings.role!r} needs a PostgreSQL database (--db postgresql://...) "
+            "that other instances share; a SQLite file has one process, of role 'all'"
+        )
+    return settings
 
 
 def load_tools(settings: Settings) -> ToolRegistry:

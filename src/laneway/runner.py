@@ -16,7 +16,7 @@ import functools
 import logging
 import threading
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Literal
+from typing import Literal, Protocol
 
 import anyio
 import anyio.from_thread
@@ -37,7 +37,7 @@ from laneway.models import (
     status_event,
 )
 from laneway.runhandle import RunHandle, StuckStep
-from laneway.store.base import EventStore, NotFound, StoreUnavailable
+from laneway.store.base import EventStore, LeaseLost, NotFound, StoreUnavailable
 from laneway.toolcalls import Spawn, ToolCalls, tool_result_data
 
 log = logging.getLogger("laneway.runs")
@@ -67,6 +67,23 @@ def thread_failure(
         log.exception("run %s ended: %s", conversation_id, reason)
     update = ConversationUpdate(status="error", last_error=reason)
     return [error_event(exc), status_event("error", reason)], update
+
+
+# How a run stores its events: the store's append, or, for a run held under a
+# lease, one that carries it (see laneway.cluster).
+RunWrite = Callable[[str, Sequence[NewEvent], ConversationUpdate | None], list[Event]]
+
+
+class RunLeases(Protocol):
+    """Leases on runs, when several instances share the store (see laneway.cluster)."""
+
+    def write_for(self, conversation_id: str) -> RunWrite | None:
+        """How the run writes: carrying its lease, if it has one."""
+        ...
+
+    def ended(self, conversation_id: str) -> None:
+        """The run is gone: give its lease up."""
+        ...
 
 
 class AgentState:
@@ -105,6 +122,7 @@ class Runner:
         broker: EventBroker,
         spawn: Spawn,
         late: Callable[[AgentState, ToolResult], Awaitable[None]],
+        write: RunWrite | None = None,
     ) -> None:
         self.handle = handle
         self.record = record
@@ -115,6 +133,7 @@ class Runner:
         self.broker = broker
         self.spawn = spawn
         self.late = late
+        self._write = write
         self.cid = record.id
         # The seq of the last user message a step has been given.
         self.read_seq = record.read_seq
@@ -312,8 +331,11 @@ class Runner:
         if self.handle.abandoned:
             raise _Gone
         try:
-            stored = self.store.append(self.cid, events, update)
-        except NotFound:
+            write = self._write if self._write is not None else self.store.append
+            stored = write(self.cid, events, update)
+        except (NotFound, LeaseLost):
+            # Deleted, or taken over by another instance: nothing more of this
+            # run may be stored.
             raise _Gone from None
         # Safe to skip with no subscriber: one that subscribes after this check
         # replays from the store, which already holds these events.

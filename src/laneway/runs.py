@@ -44,7 +44,7 @@ from laneway.models import (
 )
 from laneway.owed import Append, OwedStatuses
 from laneway.runhandle import RunHandle
-from laneway.runner import AgentState, MakeAgent, Runner, thread_failure
+from laneway.runner import AgentState, MakeAgent, RunLeases, Runner, thread_failure
 from laneway.shutdown import pause_all
 from laneway.store.base import EventStore
 from laneway.toolcalls import tool_result_data
@@ -70,8 +70,10 @@ class Runs:
         make_agent: MakeAgent,
         step_timeout_s: float,
         shutdown_grace_s: float,
+        leases: RunLeases | None = None,
     ) -> None:
         self.store = store
+        self.leases = leases
         self.make_agent = make_agent
         self.lanes = lanes
         self.broker = broker
@@ -126,8 +128,10 @@ class Runs:
         return self._admitting
 
     def adopt_agent(self, conversation_id: str, agent: Agent) -> None:
-        """Keep a new conversation's agent for its first run."""
-        self.agents[conversation_id] = AgentState(agent)
+        """Keep a new conversation's agent for its first run; not under leases,
+        where another instance may well run it."""
+        if self.leases is None:
+            self.agents[conversation_id] = AgentState(agent)
 
     def forget_conversation(self, conversation_id: str) -> None:
         """Drop what is kept for a deleted conversation."""
@@ -278,6 +282,8 @@ class Runs:
 
     def _forget(self, handle: RunHandle) -> None:
         del self.handles[handle.conversation_id]
+        if self.leases is not None:
+            self.leases.ended(handle.conversation_id)
         # A pause, a message or shutdown may be waiting on this run.
         handle.fire(TaskEnded())
 
@@ -312,6 +318,7 @@ class Runs:
             broker=self.broker,
             spawn=self._tg.start_soon,
             late=functools.partial(self._late_tool_result, cid),
+            write=self.leases.write_for(cid) if self.leases is not None else None,
         )
 
         def enqueued() -> None:

@@ -10,8 +10,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import uuid
-from collections.abc import AsyncIterator, Sequence
-from contextlib import AbstractAsyncContextManager
+from collections.abc import Sequence
 from types import TracebackType
 from typing import Self
 
@@ -22,7 +21,9 @@ import msgspec
 from laneway import restart
 from laneway.agents import Agent, AgentCatalog, AgentConfigError
 from laneway.broker import EventBroker
+from laneway.cluster.instances import Instance
 from laneway.errors import Conflict, InvalidRequest, NotFound, RunNotAdmitted
+from laneway.event_reads import EventReads
 from laneway.lanes import LaneFull, Lanes
 from laneway.lifecycle import (
     WAITING_PHASES,
@@ -38,27 +39,26 @@ from laneway.models import (
     ConversationRecord,
     ConversationUpdate,
     Event,
-    EventFilter,
     IfRunning,
     NewEvent,
-    Order,
     Status,
     status_event,
     utc_now,
 )
-from laneway.restart import RESTART_REASON as RESTART_REASON  # it was defined here
 from laneway.runhandle import RunHandle
+from laneway.runner import RunLeases
 from laneway.runs import Runs
 from laneway.store.base import EventStore
-from laneway.subscriptions import Follower, following
 from laneway.views import conversation_view
 
 log = logging.getLogger("laneway.runs")
 
 DEFAULT_MAX_STEPS = 50
+# The id GET /api/instances gives the one process of a SQLite store.
+LOCAL_INSTANCE = "local"
 
 
-class ConversationService:
+class ConversationService(EventReads):
     """Use as ``async with ConversationService(store, lanes) as service:``."""
 
     def __init__(
@@ -70,6 +70,7 @@ class ConversationService:
         shutdown_grace_s: float = 10.0,
         agents: AgentCatalog | None = None,
         broker: EventBroker | None = None,
+        leases: RunLeases | None = None,
     ) -> None:
         self.store = store
         self.lanes = lanes
@@ -83,10 +84,12 @@ class ConversationService:
             make_agent=self.agents.make,
             step_timeout_s=step_timeout_s,
             shutdown_grace_s=shutdown_grace_s,
+            leases=leases,
         )
         self.messages = MessageDelivery(
             self.runs, append=self._append, record=self._record, not_admitted=self._not_admitted
         )
+        self.started_at = utc_now()
         # Set by drain: streams that follow no conversation (the lanes stream)
         # end on it, as the broker's close_all ends the event streams.
         self.draining = anyio.Event()
@@ -95,6 +98,11 @@ class ConversationService:
 
     async def __aenter__(self) -> Self:
         self._token = anyio.lowlevel.current_token()
+        await self._start_runs()
+        return self
+
+    async def _start_runs(self) -> None:
+        """Settle the runs a stopped process left, then take runs."""
         recovery = await restart.settle(self.store, self.lanes)
         await self.runs.__aenter__()
         try:
@@ -102,7 +110,6 @@ class ConversationService:
         except BaseException as exc:
             await self.runs.__aexit__(type(exc), exc, exc.__traceback__)
             raise
-        return self
 
     async def __aexit__(
         self,
@@ -163,6 +170,13 @@ class ConversationService:
         if not (run if run is not None else initial_message is not None):
             await self._store_new(record, instance, events)
             return self._view(record)
+        return await self._create_queued(record, instance, events)
+
+    async def _create_queued(
+        self, record: ConversationRecord, instance: Agent, events: list[NewEvent]
+    ) -> Conversation:
+        """Store a new conversation with its run queued; raises RunNotAdmitted,
+        storing it all the same, if the run queue is full."""
         try:
             # Reserved before the write, which stores its place in the queue order.
             handle = self.runs.reserve(record)
@@ -219,8 +233,7 @@ class ConversationService:
         # that a client going away cannot leave a deleted conversation's run and
         # streams going.
         with anyio.CancelScope(shield=True):
-            deleted = await self.lanes.io.run_sync(self.store.delete_conversation, conversation_id)
-            if not deleted:
+            if not await self._delete_stored(conversation_id):
                 raise NotFound(f"no conversation {conversation_id!r}")
             # Until here the run may have written on: a write after the commit
             # finds no conversation and ends the run, like the pause below.
@@ -231,6 +244,16 @@ class ConversationService:
                     await handle.done.wait()  # out of the queue, as pause() waits
             self.runs.forget_conversation(conversation_id)
             self.broker.close_conversation(conversation_id)
+
+    async def _delete_stored(self, conversation_id: str) -> bool:
+        return await self.lanes.io.run_sync(self.store.delete_conversation, conversation_id)
+
+    async def instances(self) -> list[Instance]:
+        """The instances serving the store: with a SQLite file, this process alone."""
+        snapshot = msgspec.to_builtins(self.lanes.snapshot())
+        running = self.lanes.run.running
+        now = utc_now()
+        return [Instance(LOCAL_INSTANCE, "all", self.started_at, now, snapshot, running)]
 
     def store_problem(self) -> str | None:
         """Why the store cannot write now, as far as the last write tells."""
@@ -300,56 +323,6 @@ class ConversationService:
         """The refusal to raise: what was stored is kept, and the error says so."""
         conversation = await self.get(conversation_id)
         return RunNotAdmitted(exc, event=event, conversation=conversation)
-
-    # -- events ----------------------------------------------------------------
-
-    async def search_events(
-        self,
-        conversation_id: str,
-        flt: EventFilter,
-        *,
-        order: Order = "asc",
-        limit: int = 50,
-        cursor: str | None = None,
-    ) -> tuple[list[Event], str | None]:
-        page, next_cursor = await self.lanes.io.run_sync(
-            lambda: self.store.search_events(
-                conversation_id, flt, order=order, limit=limit, cursor=cursor
-            )
-        )
-        if not page:
-            await self._record(conversation_id)
-        return page, next_cursor
-
-    async def count_events(self, conversation_id: str, flt: EventFilter) -> int:
-        count = await self.lanes.io.run_sync(self.store.count_events, conversation_id, flt)
-        if count == 0:
-            await self._record(conversation_id)
-        return count
-
-    async def get_event(self, conversation_id: str, seq: int) -> Event:
-        event = await self.lanes.io.run_sync(self.store.get_event, conversation_id, seq)
-        if event is None:
-            await self._record(conversation_id)
-            raise NotFound(f"conversation {conversation_id!r} has no event {seq}")
-        return event
-
-    def follow(
-        self, conversation_id: str, after_seq: int = 0, *, deltas: bool = False
-    ) -> AbstractAsyncContextManager[Follower]:
-        """Follow the events after ``after_seq`` in batches of encoded frames:
-        first from the store, then live, with no gap and no duplicate; and the
-        deltas if asked for. See :mod:`laneway.subscriptions`. The first
-        iteration raises NotFound for an unknown conversation."""
-        return following(
-            self.store, self.lanes.io, self.broker, conversation_id, after_seq, deltas=deltas
-        )
-
-    async def subscribe(self, conversation_id: str, after_seq: int = 0) -> AsyncIterator[Event]:
-        """The events of :meth:`follow`, one at a time."""
-        async with self.follow(conversation_id, after_seq) as follower:
-            async for event in follower.events():
-                yield event
 
     # -- helpers ---------------------------------------------------------------
 

@@ -39,7 +39,10 @@ async def pause_all(runs: Runs, deadline: float) -> None:
         if JoinShutdownBatch() in handle.fire(ShutdownBegan())
     ]
     with anyio.CancelScope(deadline=deadline):
-        await _mark_paused(runs, queued, QUEUED_REASON)
+        if runs.leases is None:
+            # Under leases they stay queued, in the shared queue, for another
+            # instance: each gives its lease up as it leaves.
+            await _mark_paused(runs, queued, QUEUED_REASON)
         for handle in list(runs.handles.values()):
             await handle.done.wait()
     left_behind = [h for h in runs.handles.values() if not h.done.is_set()]

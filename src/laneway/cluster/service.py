@@ -1,0 +1,179 @@
+"""The conversation service of one instance among several on a PostgreSQL
+database: runs queue in the database, this instance runs those it takes
+under leases (see :mod:`laneway.cluster.member`), and a run held elsewhere
+is paused, interrupted or handed a message through its owner.
+
+Startup settles nothing: a run another instance holds is that instance's, and
+the runs of an instance that stopped are settled when their leases expire.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from types import TracebackType
+from typing import Any
+
+import anyio
+import msgspec
+
+from laneway.agents import Agent
+from laneway.broker import EventBroker
+from laneway.cluster.instances import Instance
+from laneway.cluster.member import Member
+from laneway.cluster.settings import ClusterSettings
+from laneway.cluster.shared import SharedRuns
+from laneway.errors import RunNotAdmitted
+from laneway.lanes import LaneFull, Lanes
+from laneway.lifecycle import InterruptAsked, PauseAsked
+from laneway.models import (
+    Conversation,
+    ConversationRecord,
+    Event,
+    IfRunning,
+    NewEvent,
+    Status,
+)
+from laneway.service import ConversationService
+from laneway.store.base import EventStore
+from laneway.store.postgres import PostgresEventStore
+
+
+class SharedConversationService(ConversationService):
+    def __init__(
+        self,
+        store: PostgresEventStore,
+        lanes: Lanes,
+        *,
+        cluster: ClusterSettings,
+        broker: EventBroker | None = None,
+        **kwargs: Any,
+    ) -> None:
+        broker = broker if broker is not None else EventBroker()
+        self.member = Member(store, lanes, broker, cluster)
+        super().__init__(store, lanes, broker=broker, leases=self.member, **kwargs)
+        self.shared = SharedRuns(store, lanes, broker, self.member)
+        self._joined = contextlib.AsyncExitStack()
+
+    async def _start_runs(self) -> None:
+        # The member's task group encloses the runs' (their scopes nest): it
+        # takes runs only once they admit, and renews their leases until the
+        # last has stopped.
+        try:
+            tg = await self._joined.enter_async_context(anyio.create_task_group())
+            self._joined.callback(tg.cancel_scope.cancel)
+            self._joined.push_async_callback(self.member.leave)
+            await tg.start(self.member.serve, self.runs)
+            await self.runs.__aenter__()
+        except BaseException:
+            await self._leave()
+            raise
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool | None:
+        try:
+            # Runs stop (and give their leases up) while the heartbeat still
+            # renews what they hold.
+            return await super().__aexit__(exc_type, exc, tb)
+        finally:
+            await self._leave()
+
+    def drain(self) -> None:
+        # Before the runs are asked to pause, which would hide who asked.
+        self.member.hand_over()
+        super().drain()
+
+    async def _leave(self) -> None:
+        # Not shielded here: the task group must exit in the scope it entered.
+        # Leaving shields itself.
+        await self._joined.aclose()
+
+    # -- runs -------------------------------------------------------------------
+
+    async def _create_queued(
+        self, record: ConversationRecord, instance: Agent, events: list[NewEvent]
+    ) -> Conversation:
+        try:
+            await self.shared.create(record, events)
+        except LaneFull as exc:
+            raise await self._not_admitted(exc, record.id) from exc
+        return await self.get(record.id)
+
+    async def run(self, conversation_id: str) -> Conversation:
+        await self.shared.start(conversation_id)
+        return await self.get(conversation_id)
+
+    async def _stop(
+        self, conversation_id: str, trigger: PauseAsked | InterruptAsked
+    ) -> Conversation:
+        if conversation_id in self.runs.handles:
+            return await super()._stop(conversation_id, trigger)
+        asked = await self.shared.stop(
+            conversation_id, "pause" if isinstance(trigger, PauseAsked) else "interrupt"
+        )
+        view = await self.get(conversation_id)
+        return msgspec.structs.replace(view, pause_requested=True) if asked else view
+
+    async def send_message(
+        self,
+        conversation_id: str,
+        content: str,
+        *,
+        run: bool = True,
+        if_running: IfRunning = "enqueue",
+    ) -> tuple[Event, Conversation]:
+        message = NewEvent("message", "user", {"text": content})
+        if not run:
+            [event] = await self._append(conversation_id, [message])
+            if if_running == "interrupt":
+                await self.shared.interrupt_for(conversation_id, event)
+            return event, await self.get(conversation_id)
+        event, refused = await self.shared.send(conversation_id, message, if_running=if_running)
+        if refused is not None:
+            raise RunNotAdmitted(refused, event=event, conversation=await self.get(conversation_id))
+        return event, await self.get(conversation_id)
+
+    async def _delete_stored(self, conversation_id: str) -> bool:
+        return await self.shared.delete(conversation_id)
+
+    async def instances(self) -> list[Instance]:
+        """The live instances sharing the database, this one among them."""
+        return await self.shared.instances()
+
+    # -- views: places in the shared queue ---------------------------------------
+
+    async def get(self, conversation_id: str) -> Conversation:
+        view = await super().get(conversation_id)
+        if view.status != "queued" or view.queue_position is not None:
+            return view
+        position = await self.shared.position(conversation_id)
+        return msgspec.structs.replace(view, queue_position=position)
+
+    async def list_conversations(
+        self, *, status: Status | None = None, limit: int = 50, cursor: str | None = None
+    ) -> tuple[list[Conversation], str | None]:
+        views, next_cursor = await super().list_conversations(
+            status=status, limit=limit, cursor=cursor
+        )
+        if any(v.status == "queued" and v.queue_position is None for v in views):
+            places = await self.shared.positions()
+            views = [
+                msgspec.structs.replace(v, queue_position=places.get(v.id))
+                if v.status == "queued" and v.queue_position is None
+                else v
+                for v in views
+            ]
+        return views, next_cursor
+
+
+def open_service(
+    store: EventStore, lanes: Lanes, *, cluster: ClusterSettings, **kwargs: Any
+) -> ConversationService:
+    """The service for ``store``: one of several instances on a PostgreSQL
+    database, or the one process of a SQLite file."""
+    if isinstance(store, PostgresEventStore):
+        return SharedConversationService(store, lanes, cluster=cluster, **kwargs)
+    return ConversationService(store, lanes, **kwargs)
