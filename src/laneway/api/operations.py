@@ -9,7 +9,7 @@ from laneway.api import metrics
 from laneway.api.encoding import decode_body, json_response
 from laneway.api.exceptions import ApiError
 from laneway.api.routing import service_of, settings_of
-from laneway.api.schemas import Health, LanesView, ResizeLane
+from laneway.api.schemas import Health, InstancesView, LanesView, ResizeLane
 from laneway.lanes import LANE_NAMES
 
 
@@ -30,6 +30,10 @@ async def ready(request: Request) -> Response:
 async def get_lanes(request: Request) -> Response:
     lanes = service_of(request).lanes
     return json_response(LanesView(lanes.mode, lanes.snapshot()))
+
+
+async def get_instances(request: Request) -> Response:
+    return json_response(InstancesView(await service_of(request).instances()))
 
 
 async def resize_lane(request: Request) -> Response:

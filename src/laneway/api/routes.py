@@ -24,6 +24,7 @@ from laneway.api.schemas import (
     EventPage,
     EventQuery,
     Health,
+    InstancesView,
     LanesView,
     ListQuery,
     MessageAccepted,
@@ -120,6 +121,10 @@ OPERATIONS: list[Operation] = [
         path_schemas={"name": {"type": "string", "enum": list(LANE_NAMES)}},
     ),
     Operation(
+        "GET", "/api/instances", ops.get_instances, "Live instances sharing the store",
+        "operations", {200: InstancesView},
+    ),
+    Operation(
         "GET", METRICS, ops.get_metrics, "Prometheus metrics", "operations",
         {200: None, 503: None}, auth=False, produces=("text/plain",),
     ),
@@ -139,27 +144,39 @@ def _by_method(endpoints: dict[str, Endpoint]) -> Endpoint:
     return dispatch
 
 
-def documented_operations(*, keys: bool, metrics_auth: bool) -> list[Operation]:
+# What an instance of role "worker" serves: it takes runs, and answers only
+# its orchestrator and its monitoring.
+WORKER_PATHS = frozenset({"/health", "/ready", METRICS})
+
+
+def documented_operations(
+    *, keys: bool, metrics_auth: bool, serves_api: bool = True
+) -> list[Operation]:
     """The operations as this server answers them: nothing needs a key unless
-    keys are configured, and /metrics only when configured so."""
+    keys are configured, and /metrics only when configured so; a worker
+    answers only its WORKER_PATHS."""
     return [
         dataclasses.replace(op, auth=keys and (metrics_auth if op.path == METRICS else op.auth))
         for op in OPERATIONS
+        if serves_api or op.path in WORKER_PATHS
     ]
 
 
-def build_routes(openapi_document: bytes) -> list[BaseRoute]:
+def build_routes(openapi_document: bytes, *, serves_api: bool = True) -> list[BaseRoute]:
     async def openapi(request: Request) -> Response:
         return Response(openapi_document, media_type="application/json")
 
     # One route per path, whatever its methods, so that a 405 lists them all in Allow.
     by_path: dict[str, dict[str, Endpoint]] = {}
     for op in OPERATIONS:
-        by_path.setdefault(op.path, {})[op.method] = op.endpoint
+        if serves_api or op.path in WORKER_PATHS:
+            by_path.setdefault(op.path, {})[op.method] = op.endpoint
     routes: list[BaseRoute] = [
         Route(path, _by_method(endpoints), methods=list(endpoints), include_in_schema=False)
         for path, endpoints in by_path.items()
     ]
+    if not serves_api:
+        return routes
     routes.append(WebSocketRoute(CID + "/events/stream", streams.stream_events_ws))
     routes.append(Route("/openapi.json", openapi, methods=["GET"], include_in_schema=False))
     routes += page_routes()

@@ -11,6 +11,7 @@ import msgspec
 from msgspec import UNSET, UnsetType
 
 from laneway.api.timestamps import Timestamp
+from laneway.cluster.instances import Instance
 from laneway.lanes import LanesMode, LaneSnapshot
 from laneway.models import (
     AgentSpec,
@@ -158,6 +159,12 @@ class WaitResult(msgspec.Struct, frozen=True):
 class LanesView(msgspec.Struct, frozen=True):
     mode: LanesMode
     lanes: dict[str, LaneSnapshot]
+
+
+class InstancesView(msgspec.Struct, frozen=True):
+    """The live laneway instances sharing the store."""
+
+    items: list[Instance]
 
 
 class Health(msgspec.Struct, frozen=True, omit_defaults=True):
