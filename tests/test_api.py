@@ -185,6 +185,15 @@ async def test_event_search_filters_and_count() -> None:
             assert (await client.get(url + "/count", params=edge)).json()["count"] == 0
 
 
+async def test_a_sqlite_server_is_its_one_instance() -> None:
+    async with api_client() as client:
+        [only] = (await client.get("/api/instances")).json()["items"]
+    assert only["id"] == "local"
+    assert only["role"] == "all"
+    assert set(only["lanes"]) == {"run", "tool", "io"}
+    assert only["runs"] == 0
+
+
 async def test_lanes_view_and_resize() -> None:
     async with api_client() as client:
         view = (await client.get("/api/lanes")).json()

@@ -68,6 +68,10 @@ def test_environment_values_are_parsed() -> None:
         ({}, {"LANEWAY_STEP_TIMEOUT_S": "0"}, "step_timeout_s"),
         ({}, {"LANEWAY_SHUTDOWN_GRACE_S": "inf"}, "shutdown_grace_s"),
         ({"shutdown_grace_s": float("inf")}, {}, "shutdown_grace_s"),
+        ({"role": "boss"}, {}, "role"),
+        ({"role": "worker"}, {}, "needs a PostgreSQL database"),
+        ({}, {"LANEWAY_ROLE": "api", "LANEWAY_DB": "x.db"}, "needs a PostgreSQL database"),
+        ({"lease_ttl_s": 0.5}, {}, "lease_ttl_s"),
     ],
 )
 def test_bad_values_name_source_and_field(
