@@ -8,6 +8,7 @@ import anyio
 import pytest
 from anyio.abc import TaskStatus
 
+from laneway import waiting
 from laneway.cluster import leases
 from laneway.cluster.leases import OWNER_LOST, OWNER_LOST_IN_TOOLS
 from laneway.cluster.member import in_transaction
@@ -273,3 +274,23 @@ async def test_an_instance_that_stops_hands_its_runs_to_another(
     assert leases.HANDED_OVER in reasons
     owners = [e.data["lease"]["owner"] for e in events if _is_running(e)]
     assert owners == [first.member.id, second.member.id]
+
+
+async def test_a_wait_on_one_instance_ends_with_a_run_on_another(
+    anyio_backend: str, pg_url: str
+) -> None:
+    async with instance(pg_url, "worker") as worker, instance(pg_url, "api") as api:
+        conv = await api.create(agent=sim(steps=3, think_ms=20), initial_message="go")
+        waited = await waiting.current_run(api, conv.id).result(GUARD_S)
+        assert waited.ended
+        assert waited.conversation.status == "finished"
+        assert statuses(waited.events)[-1] == "finished"
+        event, _ = await api.send_message(conv.id, "again")
+        again = await waiting.after_message(api, event, run=True).result(GUARD_S)
+        assert again.ended
+        assert again.events[0].seq == event.seq
+        assert statuses(again.events)[-1] == "finished"
+        # Nothing asked for a run: nothing to wait for.
+        quiet, _ = await api.send_message(conv.id, "note", run=False)
+        assert (await waiting.after_message(api, quiet, run=False).result(GUARD_S)).ended
+        assert not worker.runs.handles

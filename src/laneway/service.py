@@ -271,6 +271,17 @@ class ConversationService(EventReads):
             raise Conflict(f"conversation {conversation_id!r} already has a run in progress")
         return await self._started_view(conversation_id, handle)
 
+    async def run_ended(
+        self, conversation_id: str, run: RunHandle | None, timeout_s: float
+    ) -> bool:
+        """Wait up to ``timeout_s`` for ``run``, the conversation's run as a
+        wait began, to end; True once it has, or if there was none."""
+        if run is None:
+            return True
+        with anyio.move_on_after(timeout_s):
+            await run.done.wait()
+        return run.done.is_set()
+
     async def _started_view(self, conversation_id: str, handle: RunHandle) -> Conversation:
         # The state at admission: a short run may already have finished by the
         # time the store is read again, and the caller asked about starting it.

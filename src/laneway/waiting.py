@@ -21,8 +21,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import anyio
-
 from laneway.models import MAX_PAGE, Conversation, Event, EventFilter
 from laneway.runhandle import RunHandle
 from laneway.service import ConversationService
@@ -52,20 +50,22 @@ class RunWait:
         conversation_id: str,
         run: RunHandle | None,
         after_seq: int,
+        *,
+        waits: bool = True,
     ) -> None:
         self.service = service
         self.conversation_id = conversation_id
         self.run = run
         self.after_seq = after_seq
+        # False: no run was asked for, so there is none to wait for.
+        self.waits = waits
 
     async def until_ended(self, timeout_s: float) -> bool:
         """Wait up to ``timeout_s`` for the run to end; True once it has (or if
         there was none to wait for)."""
-        if self.run is None:
+        if not self.waits:
             return True
-        with anyio.move_on_after(timeout_s):
-            await self.run.done.wait()
-        return self.run.done.is_set()
+        return await self.service.run_ended(self.conversation_id, self.run, timeout_s)
 
     async def read(self, *, ended: bool) -> Waited:
         """The conversation and its events now. Raises NotFound if it has been
@@ -99,7 +99,7 @@ def after_message(service: ConversationService, message: Event, *, run: bool) ->
     :meth:`ConversationService.send_message` just stored, if ``run``, with the
     events from the message on."""
     cid = message.conversation_id
-    return RunWait(service, cid, _run_of(service, cid) if run else None, message.seq - 1)
+    return RunWait(service, cid, _run_of(service, cid), message.seq - 1, waits=run)
 
 
 def current_run(service: ConversationService, conversation_id: str, after_seq: int = 0) -> RunWait:

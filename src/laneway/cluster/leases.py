@@ -57,7 +57,7 @@ _RENEW = (
     " WHERE owner = %s AND lease_expires > now() RETURNING id, fence, control"
 )
 _HELD = (
-    "SELECT status, queue_order, control, run_wanted_seq > read_seq FROM conversations"
+    "SELECT status, run_wanted_seq > read_seq FROM conversations"
     " WHERE id = %s AND owner = %s AND fence = %s FOR UPDATE"
 )
 _RELEASE = (
@@ -82,6 +82,8 @@ _FORGET_INSTANCE = "DELETE FROM instances WHERE id = %s"
 class Lease(msgspec.Struct, frozen=True):
     owner: str
     fence: int
+    # The run's place in the queue order, kept should it be queued again.
+    queue_order: int | None = None
 
     def key(self) -> tuple[str, int]:
         return (self.owner, self.fence)
@@ -108,7 +110,11 @@ def claim(
 ) -> list[tuple[ConversationRecord, Lease]]:
     """Take up to ``count`` waiting runs, the first in the queue first."""
     rows = conn.execute(_CLAIM, (owner, ttl_s, count)).fetchall()
-    taken = [(to_record(row[:-1]), Lease(owner, int(row[-1]))) for row in rows]
+    records = [to_record(row[:-1]) for row in rows]
+    taken = [
+        (record, Lease(owner, int(row[-1]), record.queue_order))
+        for record, row in zip(records, rows, strict=True)
+    ]
     # RETURNING follows no order: the queue's own is restored.
     taken.sort(key=lambda pair: (pair[0].queue_order or 0, pair[0].created_at))
     return taken
@@ -133,26 +139,20 @@ def renew(
     )
 
 
-def release(
-    conn: psycopg.Connection, conversation_id: str, lease: Lease, *, hand_over: bool = False
-) -> Append | None:
-    """Give the run's lease up once it has ended, and queue it again if it is
-    to go on: ``hand_over``, a run this instance paused because it stops, with
-    nobody having asked it to; or a run that a message asked for came after
-    the last one its run read (see the migration's run_wanted_seq). Returns
-    what queueing it stored."""
+def release(conn: psycopg.Connection, conversation_id: str, lease: Lease) -> Append | None:
+    """Give the run's lease up once it has ended. If a message that asked for a
+    run came after the last one its run read (see the migration's
+    run_wanted_seq), queue a run for it, returning what that stored."""
     row = conn.execute(_HELD, (conversation_id, *lease.key())).fetchone()
     if row is None:
         return None
-    status, queue_order, control, wanted = row
+    status, wanted = row
     conn.execute(_RELEASE, (conversation_id,))
-    if hand_over and status == "paused" and control is None:
-        update = ConversationUpdate(status="queued", queue_order=queue_order)
-        request = Append(conversation_id, [status_event("queued", HANDED_OVER)], update)
-        write_append(conn, request)
+    if status == "queued":
+        # Handed over: waiting for another instance now (see Member.hand_over).
         announce(conn)
-        return request
-    if not wanted or status in ("queued", "running"):
+        return None
+    if not wanted or status == "running":
         return None
     # Admitted already, with the message: the queue's bound does not refuse it.
     admission = enqueue(conn, conversation_id, (), max_waiting=2**62)

@@ -42,7 +42,7 @@ from laneway.lifecycle import (
     Phase,
     owed,
 )
-from laneway.models import ConversationUpdate, Event, NewEvent, utc_now
+from laneway.models import ConversationUpdate, Event, NewEvent, status_event, utc_now
 from laneway.runner import RunWrite
 from laneway.runs import Runs
 from laneway.store._append import Append
@@ -101,6 +101,8 @@ class Member:
         def write(
             cid: str, events: Sequence[NewEvent], update: ConversationUpdate | None
         ) -> list[Event]:
+            if cid in self._handing_over and update is not None and update.status == "paused":
+                events, update = _handed_over(events, update, lease)
             events = [_with_lease(event, marked) for event in events]
             return self.store.append_fenced(cid, events, update, lease=lease.key())
 
@@ -114,15 +116,16 @@ class Member:
             # its agent from the log.
             self._runs.agents.pop(conversation_id, None)
         lease = self.held.pop(conversation_id, None)
-        hand_over = conversation_id in self._handing_over
         self._handing_over.discard(conversation_id)
         if lease is not None and self._tg is not None:
-            self._tg.start_soon(self._release, conversation_id, lease, hand_over)
+            self._tg.start_soon(self._release, conversation_id, lease)
         self.wake()
 
     def hand_over(self) -> None:
         """This instance is stopping: the runs it holds that nobody asked to stop
-        are queued again as they pause, for another instance to go on with."""
+        are queued again, rather than paused, as they stop at their next step,
+        for another instance to go on with. One write, so that no client sees
+        a pause that is not one."""
         if self._runs is None:
             return
         self._handing_over = {
@@ -170,15 +173,21 @@ class Member:
 
     async def _heartbeat(self) -> None:
         sent = anyio.current_time()
+        # What was held as the renewal was sent: a run taken meanwhile may have
+        # committed after it, and is not lost for missing from its answer.
+        held = {cid: lease.fence for cid, lease in self.held.items()}
+        # Read on the loop, which alone changes the lanes.
+        lanes = msgspec.json.encode(self.lanes.snapshot()).decode()
+        renew = functools.partial(self._renew, lanes, self.lanes.run.running)
         renewal: Renewal | None = None
         with anyio.move_on_after(self.settings.interval_s):
             try:
-                renewal = await self._in_thread(self._renew)
+                renewal = await self._in_thread(renew)
             except StoreUnavailable as exc:
                 log.warning("instance %s: heartbeat failed: %s", self.id, exc)
         if renewal is not None:
             self._deadline = sent + self.settings.lease_ttl_s
-            self._apply(renewal)
+            self._apply(held, renewal)
         elif anyio.current_time() >= self._deadline and self.held:
             log.error("instance %s: leases expired unrenewed; its runs stop", self.id)
             for cid in list(self.held):
@@ -194,9 +203,7 @@ class Member:
             if settled.requeued or settled.released:
                 self.wake()
 
-    def _renew(self) -> Renewal:
-        lanes = msgspec.json.encode(self.lanes.snapshot()).decode()
-        running = self.lanes.run.running
+    def _renew(self, lanes: str, running: int) -> Renewal:
         with self.store.transaction() as conn:
             return leases.renew(
                 conn,
@@ -217,11 +224,11 @@ class Member:
             log.warning("run %s: owner lost: %s", request.conversation_id, _status(request))
         return settled
 
-    def _apply(self, renewal: Renewal) -> None:
-        for cid in leases.lost(
-            {cid: lease.fence for cid, lease in self.held.items()}, renewal.fences
-        ):
-            self._lose(cid)
+    def _apply(self, held: dict[str, int], renewal: Renewal) -> None:
+        for cid in leases.lost(held, renewal.fences):
+            # Unless it ended, and was released, meanwhile.
+            if (lease := self.held.get(cid)) is not None and lease.fence == held[cid]:
+                self._lose(cid)
         for cid, control in renewal.controls.items():
             self.control(cid, control)
 
@@ -270,12 +277,10 @@ class Member:
             # from now on would be stored; the conversation goes on elsewhere.
             handle.fire(Deleted())
 
-    async def _release(self, conversation_id: str, lease: Lease, hand_over: bool) -> None:
+    async def _release(self, conversation_id: str, lease: Lease) -> None:
         with anyio.CancelScope(shield=True):
             try:
-                release = functools.partial(
-                    in_transaction, self.store, leases.release, hand_over=hand_over
-                )
+                release = functools.partial(in_transaction, self.store, leases.release)
                 queued = await self.lanes.io.run_sync_patiently(release, conversation_id, lease)
             except StoreUnavailable as exc:
                 # It expires by itself, and another instance settles the run.
@@ -324,6 +329,17 @@ def in_transaction(store: PostgresEventStore, fn: Callable[..., T], *args: Any, 
     """``fn(conn, *args, **kwargs)`` in one transaction of the store's."""
     with store.transaction() as conn:
         return fn(conn, *args, **kwargs)
+
+
+def _handed_over(
+    events: Sequence[NewEvent], update: ConversationUpdate, lease: Lease
+) -> tuple[list[NewEvent], ConversationUpdate]:
+    """A stopping instance's pause of a run, as the run queued again instead."""
+    queued = status_event("queued", leases.HANDED_OVER)
+    kept = [e for e in events if not (e.kind == "status" and e.data.get("status") == "paused")]
+    return [*kept, queued], msgspec.structs.replace(
+        update, status="queued", queue_order=lease.queue_order
+    )
 
 
 def _with_lease(event: NewEvent, lease: dict[str, Any]) -> NewEvent:

@@ -22,6 +22,7 @@ from laneway.cluster.instances import Instance
 from laneway.cluster.member import Member
 from laneway.cluster.settings import ClusterSettings
 from laneway.cluster.shared import SharedRuns
+from laneway.cluster.waits import IDLE_RECHECK_S, RECHECK_S
 from laneway.errors import RunNotAdmitted
 from laneway.lanes import LaneFull, Lanes
 from laneway.lifecycle import InterruptAsked, PauseAsked
@@ -33,6 +34,7 @@ from laneway.models import (
     NewEvent,
     Status,
 )
+from laneway.runhandle import RunHandle
 from laneway.service import ConversationService
 from laneway.store.base import EventStore
 from laneway.store.postgres import PostgresEventStore
@@ -138,6 +140,25 @@ class SharedConversationService(ConversationService):
 
     async def _delete_stored(self, conversation_id: str) -> bool:
         return await self.shared.delete(conversation_id)
+
+    async def run_ended(
+        self, conversation_id: str, run: RunHandle | None, timeout_s: float
+    ) -> bool:
+        # Any instance may be running it: see laneway.cluster.waits.
+        sub = self.broker.subscribe(conversation_id)
+        try:
+            with anyio.move_on_after(timeout_s):
+                while True:
+                    ended, held = await self.shared.settled(conversation_id)
+                    if ended and not held:
+                        return True
+                    if sub.closed:
+                        return False  # the server is stopping
+                    with anyio.move_on_after(RECHECK_S if ended else IDLE_RECHECK_S):
+                        await sub.wait()
+        finally:
+            self.broker.unsubscribe(sub)
+        return False
 
     async def instances(self) -> list[Instance]:
         """The live instances sharing the database, this one among them."""
