@@ -73,6 +73,19 @@ CONNECT_TIMEOUT_S = 10.0
 # The errors that say the database cannot be reached or written now (a lost
 # connection, a full disk, a server shutting down or read-only), rather than
 # that the statement itself was wrong.
+# libpq's limits on a TCP connection that stops answering, as in a network
+# partition: without them a statement in flight waits for the kernel to give up
+# retransmitting, a quarter of an hour, long after its run's lease has expired.
+# Unsent data unacknowledged for TCP_USER_TIMEOUT ends the connection, and so
+# does an idle one whose keepalive probes go unanswered. Unix sockets ignore them.
+_TIMEOUTS: dict[str, int] = {
+    "connect_timeout": int(CONNECT_TIMEOUT_S),
+    "tcp_user_timeout": int(CONNECT_TIMEOUT_S * 1000),
+    "keepalives": 1,
+    "keepalives_idle": 5,
+    "keepalives_interval": 2,
+    "keepalives_count": 3,
+}
 _UNAVAILABLE = (psycopg.OperationalError, psycopg.errors.ReadOnlySqlTransaction)
 
 
@@ -88,7 +101,7 @@ class PostgresEventStore(SQLReads):
         # Names this process among the instances sharing the database.
         self.instance_id = instance_id if instance_id is not None else uuid.uuid4().hex
         try:
-            with psycopg.connect(url, connect_timeout=int(CONNECT_TIMEOUT_S)) as conn:
+            with psycopg.connect(url, **_TIMEOUTS) as conn:
                 migrate(conn)
                 (last_queue_order,) = conn.execute(_LAST_QUEUE_ORDER).fetchone() or (0,)
         except psycopg.OperationalError as exc:
@@ -97,7 +110,7 @@ class PostgresEventStore(SQLReads):
             url,
             min_size=1,
             max_size=pool_size,
-            kwargs={"autocommit": True},
+            kwargs={"autocommit": True, **_TIMEOUTS},
             # A round trip before each use: after the server restarts, or fails
             # over, every pooled connection is dead, and without it each would
             # fail one call before the pool replaced it.
