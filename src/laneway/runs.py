@@ -332,8 +332,11 @@ class Runs:
                     handle.fire(TokenGranted())
                     if handle.phase is Phase.RUNNING:
                         failure = await self._execute(handle, runner)
-            if failure is not None:
+            if failure is not None and self.leases is None:
                 # Written once the run token is back: never wait for io holding it.
+                # Under a lease it is not owed: written later, it could land after
+                # another instance took the run over. The lease, left to expire
+                # (or released), has the run settled as a lost owner's.
                 await self.owed.write(cid, *failure)
             if handle.phase is Phase.LEAVING:
                 if write := owed(handle.fire(LeftQueue()), WriteStatus):
