@@ -15,26 +15,30 @@ ends. With none of the three, the tests that need PostgreSQL are skipped, or
 fail under CI=true (``tests/ci.py``).
 
 The throwaway cluster: Debian's binaries, a cluster in a temporary directory,
-reached through a Unix socket only, always stopped. ``.ci/run`` installs
+reached through a Unix socket, always stopped. ``.ci/run`` installs
 PostgreSQL where it is missing. initdb and postgres refuse to run as root, so
 under root they run as the ``postgres`` OS user, which owns the cluster's
 directory; the tests connect as the database user ``postgres`` over the
-socket, with trust authentication.
+socket, with trust authentication. A test that needs it over TCP too (from a
+network namespace: tests/netns.py) starts one of its own listening on the
+addresses it names, and trusting only clients from their networks.
 """
 
 from __future__ import annotations
 
 import contextlib
 import glob
+import ipaddress
 import itertools
 import os
 import secrets
 import shutil
 import signal
+import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Any
@@ -48,7 +52,7 @@ LOCAL_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 # Long enough for a server under load, short enough for a filtered port.
 PROBE_TIMEOUT_S = 2
 START_GUARD_S = 30.0
-# Only the socket's file name uses it: the server listens on no TCP port.
+# Only the socket's file name uses it when the server listens on no TCP port.
 PORT = 5432
 # A C locale: bytewise text comparison, as the store's own columns ask anyway.
 INITDB_ARGS = ("--no-sync", "--encoding=UTF8", "--locale=C.UTF-8")
@@ -190,26 +194,50 @@ def _server_user() -> dict[str, Any]:
 
 
 class Cluster(PostgresServer):
-    """The throwaway cluster, reached through its Unix socket."""
+    """The throwaway cluster, reached through its Unix socket, and over TCP at
+    the addresses it listens on (:attr:`listen`), on :attr:`port`."""
 
     file_copy = True
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, port: int, listen: Sequence[str]) -> None:
         self.socket_dir = root / "socket"
-        super().__init__(f"postgresql://postgres@/postgres?host={self.socket_dir}&port={PORT}")
+        self.port = port
+        self.listen = tuple(listen)
+        super().__init__(f"postgresql://postgres@/postgres?host={self.socket_dir}&port={port}")
+
+    def over_tcp(self, url: str, address: str) -> str:
+        """The database ``url`` names, reached over TCP at ``address``, one of
+        the addresses the cluster listens on."""
+        if address not in self.listen:
+            raise ValueError(f"the cluster listens on {self.listen}, not on {address}")
+        dbname = urlsplit(url).path.lstrip("/")
+        host = f"[{address}]" if ":" in address else address
+        return f"postgresql://postgres@{host}:{self.port}/{dbname}"
 
 
 @contextmanager
-def postgres_server() -> Iterator[Cluster]:
-    """Start a fresh cluster, and stop it and delete its files on leaving."""
+def postgres_server(listen: Sequence[str] = ()) -> Iterator[Cluster]:
+    """Start a fresh cluster, and stop it and delete its files on leaving.
+
+    It listens on its socket, and over TCP on a free port at each address of
+    ``listen``, written with the prefix of its network ("10.213.0.1/30"), or
+    bare (127.0.0.1: itself alone). It trusts TCP clients from those networks
+    and no others. postgres cannot bind an address no interface has: start
+    the cluster after what brings the address (a veth), and stop it before.
+    """
     bins = bindir()
+    interfaces = [ipaddress.ip_interface(entry) for entry in listen]
+    port = _free_port(str(interfaces[0].ip)) if interfaces else PORT
     root = Path(tempfile.mkdtemp(prefix="laneway-pg-"))
-    data, sockets = root / "data", root / "socket"
+    data, sockets, hba = root / "data", root / "socket", root / "pg_hba.conf"
     data.mkdir()
     sockets.mkdir()
+    # Not initdb's own file, which trusts 127.0.0.1 and ::1 whatever listen is.
+    clients = (f"host all all {interface.network} trust\n" for interface in interfaces)
+    hba.write_text("".join(["local all all trust\n", *clients]))
     if os.geteuid() == 0:
         shutil.chown(root, "postgres")
-        for path in (data, sockets):
+        for path in (data, sockets, hba):
             shutil.chown(path, "postgres", "postgres")
     proc: subprocess.Popen[bytes] | None = None
     try:
@@ -220,7 +248,13 @@ def postgres_server() -> Iterator[Cluster]:
             cwd=root,
             **_server_user(),
         )
-        settings = ["listen_addresses=", f"unix_socket_directories={sockets}", f"port={PORT}"]
+        addresses = ",".join(str(interface.ip) for interface in interfaces)
+        settings = [
+            f"listen_addresses={addresses}",
+            f"unix_socket_directories={sockets}",
+            f"port={port}",
+            f"hba_file={hba}",
+        ]
         cmd = [str(bins / "postgres"), "-D", str(data)]
         for setting in (*settings, *FAST_SETTINGS):
             cmd += ["-c", setting]
@@ -229,13 +263,22 @@ def postgres_server() -> Iterator[Cluster]:
             cmd, stdout=log, stderr=subprocess.STDOUT, cwd=root, **_server_user()
         )
         log.close()
-        server = Cluster(root)
+        server = Cluster(root, port, [str(interface.ip) for interface in interfaces])
         _wait_ready(server, proc, root / "server.log")
         yield server
     finally:
         if proc is not None:
             _stop(proc)
         shutil.rmtree(root, ignore_errors=True)
+
+
+def _free_port(address: str) -> int:
+    """A TCP port free at ``address`` now. postgres binds it an instant later;
+    were it taken in between, :func:`_wait_ready` would say so."""
+    family = socket.AF_INET6 if ":" in address else socket.AF_INET
+    with socket.socket(family) as probe:
+        probe.bind((address, 0))
+        return int(probe.getsockname()[1])
 
 
 def _wait_ready(server: Cluster, proc: subprocess.Popen[bytes], log: Path) -> None:
@@ -245,10 +288,19 @@ def _wait_ready(server: Cluster, proc: subprocess.Popen[bytes], log: Path) -> No
             raise RuntimeError(f"postgres exited early:\n{log.read_text(errors='replace')}")
         try:
             psycopg.connect(server.admin_url, connect_timeout=2).close()
-            return
+            break
         except psycopg.OperationalError:
             time.sleep(0.02)
-    raise RuntimeError("postgres did not accept connections in time")
+    else:
+        raise RuntimeError("postgres did not accept connections in time")
+    # Its TCP sockets were bound before it took any connection; postgres starts
+    # with an address it could not bind as long as it bound another.
+    for address in server.listen:
+        try:
+            psycopg.connect(server.over_tcp(server.admin_url, address), connect_timeout=2).close()
+        except psycopg.OperationalError as exc:
+            text = log.read_text(errors="replace")
+            raise RuntimeError(f"postgres does not answer at {address}: {exc}\n{text}") from exc
 
 
 def _stop(proc: subprocess.Popen[bytes]) -> None:
