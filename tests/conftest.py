@@ -1,6 +1,6 @@
 """Every async test runs on both asyncio and trio; every store test on both
-SQLite and a real PostgreSQL server (started once per session, when a test
-first asks for it)."""
+SQLite and a real PostgreSQL server (found, or started, once per session when
+a test first asks for it: see tests/pgserver.py)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from laneway.store import EventStore, open_store
-from tests.pgserver import PostgresServer, postgres_server
+from tests.ci import missing
+from tests.pgserver import PostgresMissing, PostgresServer, chosen_server
 from tests.stores import StoreFactory
 
 
@@ -26,7 +27,12 @@ def anyio_backend(request: pytest.FixtureRequest) -> str:
 
 @pytest.fixture(scope="session")
 def postgres() -> Iterator[PostgresServer]:
-    with postgres_server() as server:
+    # pytest keeps a session fixture's skip or failure: the search runs once.
+    try:
+        chosen = chosen_server()
+    except PostgresMissing as exc:
+        missing(str(exc))
+    with chosen as server:
         yield server
 
 
