@@ -19,6 +19,7 @@ import threading
 import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from typing import Any
 
 import psycopg
 from psycopg_pool import ConnectionPool
@@ -78,7 +79,7 @@ CONNECT_TIMEOUT_S = 10.0
 # retransmitting, a quarter of an hour, long after its run's lease has expired.
 # Unsent data unacknowledged for TCP_USER_TIMEOUT ends the connection, and so
 # does an idle one whose keepalive probes go unanswered. Unix sockets ignore them.
-_TIMEOUTS: dict[str, int] = {
+_TIMEOUTS: dict[str, Any] = {
     "connect_timeout": int(CONNECT_TIMEOUT_S),
     "tcp_user_timeout": int(CONNECT_TIMEOUT_S * 1000),
     "keepalives": 1,
