@@ -87,6 +87,22 @@ _TIMEOUTS: dict[str, Any] = {
     "keepalives_interval": 2,
     "keepalives_count": 3,
 }
+# The server's side of the same: a session whose client vanished in the middle
+# of a transaction (a partition between a statement and the commit) would keep
+# its row locks until the server's own keepalives gave up, two hours by default,
+# and no other instance could settle that run meanwhile. Every transaction here
+# lasts milliseconds.
+_SESSION = (
+    "SET idle_in_transaction_session_timeout = '5s';"
+    " SET tcp_keepalives_idle = 5; SET tcp_keepalives_interval = 2;"
+    " SET tcp_keepalives_count = 3"
+)
+
+
+def _configure(conn: psycopg.Connection) -> None:
+    conn.execute(_SESSION)
+
+
 _UNAVAILABLE = (psycopg.OperationalError, psycopg.errors.ReadOnlySqlTransaction)
 
 
@@ -116,6 +132,7 @@ class PostgresEventStore(SQLReads):
             # over, every pooled connection is dead, and without it each would
             # fail one call before the pool replaced it.
             check=ConnectionPool.check_connection,
+            configure=_configure,
             timeout=CONNECT_TIMEOUT_S,
             name="laneway-store",
             open=False,
