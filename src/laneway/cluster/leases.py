@@ -54,7 +54,8 @@ _RENEW = (
     " ON CONFLICT (id) DO UPDATE SET heartbeat_at = excluded.heartbeat_at,"
     " expires_at = excluded.expires_at, lanes = excluded.lanes, runs = excluded.runs)"
     f" UPDATE conversations SET lease_expires = {_LEASE}"
-    " WHERE owner = %s AND lease_expires > now() RETURNING id, fence, control"
+    " WHERE owner = %s AND id = ANY(%s) AND lease_expires > now()"
+    " RETURNING id, fence, control"
 )
 _HELD = (
     "SELECT status, run_wanted_seq > read_seq FROM conversations"
@@ -124,14 +125,18 @@ def renew(
     conn: psycopg.Connection,
     owner: str,
     ttl_s: float,
+    held: Sequence[str],
     *,
     role: str,
     started_at: str,
     lanes: str,
     runs: int,
 ) -> Renewal:
+    """Renew the instance's row and the leases on the runs it ``held`` as the
+    heartbeat began: only those, so that a lease this instance dropped (a run
+    it stopped, a release that failed) expires, and its run is settled."""
     rows = conn.execute(
-        _RENEW, (owner, role, started_at, ttl_s, lanes, runs, ttl_s, owner)
+        _RENEW, (owner, role, started_at, ttl_s, lanes, runs, ttl_s, owner, list(held))
     ).fetchall()
     return Renewal(
         fences={cid: int(fence) for cid, fence, _ in rows},

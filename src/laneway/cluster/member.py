@@ -178,7 +178,7 @@ class Member:
         held = {cid: lease.fence for cid, lease in self.held.items()}
         # Read on the loop, which alone changes the lanes.
         lanes = msgspec.json.encode(self.lanes.snapshot()).decode()
-        renew = functools.partial(self._renew, lanes, self.lanes.run.running)
+        renew = functools.partial(self._renew, list(held), lanes, self.lanes.run.running)
         renewal: Renewal | None = None
         with anyio.move_on_after(self.settings.interval_s):
             try:
@@ -203,12 +203,13 @@ class Member:
             if settled.requeued or settled.released:
                 self.wake()
 
-    def _renew(self, lanes: str, running: int) -> Renewal:
+    def _renew(self, held: list[str], lanes: str, running: int) -> Renewal:
         with self.store.transaction() as conn:
             return leases.renew(
                 conn,
                 self.id,
                 self.settings.lease_ttl_s,
+                held,
                 role=self.settings.role,
                 started_at=self.started_at,
                 lanes=lanes,
