@@ -17,6 +17,7 @@ from typing import Any
 from benchmarks import report, sweep
 from benchmarks.components import (
     appends,
+    cluster,
     fanout,
     hotpath,
     interrupt,
@@ -71,6 +72,9 @@ def components(quick: bool) -> list[Component]:
         for backend in backends
         for workload in isolation.WORKLOADS
     ]
+    found.append(
+        Component(cluster.LABEL, cluster.planned_s(quick), lambda note: cluster.run(quick, note))
+    )
     return found
 
 

@@ -39,3 +39,14 @@ class CpuTimes:
         deltas = [a - b for a, b in zip(self.ticks, earlier.ticks, strict=True)]
         total = sum(deltas)
         return 100.0 * deltas[_FIELDS.index("steal")] / total if total else math.nan
+
+    def busy_percent_since(self, earlier: CpuTimes) -> float:
+        """The share of all CPU time since ``earlier`` spent working: neither idle,
+        nor waiting for I/O, nor taken by the host (NaN when /proc/stat cannot tell)."""
+        if len(self.ticks) < len(_FIELDS) or len(earlier.ticks) < len(_FIELDS):
+            return math.nan
+        spent = [a - b for a, b in zip(self.ticks, earlier.ticks, strict=True)]
+        deltas = dict(zip(_FIELDS, spent, strict=True))
+        total = sum(deltas.values())
+        idle = deltas["idle"] + deltas["iowait"] + deltas["steal"]
+        return 100.0 * (total - idle) / total if total else math.nan

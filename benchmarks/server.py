@@ -15,7 +15,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,15 +37,16 @@ class ServerOptions:
     tool_lane_size: int = 16
     io_lane_size: int = 8
     run_max_waiting: int = 10_000
-    # None: a fresh database in a temporary directory.
-    db: Path | None = None
+    # None: a fresh database in a temporary directory; a str is a
+    # postgresql:// URL, which several servers may share.
+    db: Path | str | None = None
     # Short, so that stopping a server with runs still going takes little time.
     shutdown_grace_s: float = 1.0
     stop_guard_s: float = STOP_GUARD_S
     # Further flags, such as the openai agent's provider.
     extra: tuple[str, ...] = ()
 
-    def args(self, port: int, db: Path) -> list[str]:
+    def args(self, port: int, db: Path | str) -> list[str]:
         return [
             *("--host", HOST, "--port", str(port), "--backend", self.backend),
             *("--db", str(db), "--lanes-mode", self.lanes_mode),
@@ -158,7 +159,23 @@ def running_server(options: ServerOptions) -> Iterator[Server]:
             _stop(server, options.stop_guard_s)
 
 
-def _start(options: ServerOptions, db: Path, log_path: Path) -> Server:
+@contextmanager
+def running_servers(options: Sequence[ServerOptions]) -> Iterator[list[Server]]:
+    """Ready servers, one per options, started in turn; on leaving, all are
+    asked to stop at once and then waited for, so that their shutdown graces
+    overlap. Those started are stopped even if a later one fails to start."""
+    with tempfile.TemporaryDirectory(prefix="laneway-bench-") as tmp:
+        servers: list[Server] = []
+        try:
+            for index, each in enumerate(options):
+                db = each.db if each.db is not None else Path(tmp) / f"x{index}.db"
+                servers.append(_start(each, db, Path(tmp) / f"server{index}.log"))
+            yield servers
+        finally:
+            _stop_all(servers, max((o.stop_guard_s for o in options), default=STOP_GUARD_S))
+
+
+def _start(options: ServerOptions, db: Path | str, log_path: Path) -> Server:
     # A free port can be taken by someone else before the server binds it;
     # starting again on another port is the remedy.
     env = {k: v for k, v in os.environ.items() if not k.startswith("LANEWAY_")}
@@ -197,16 +214,31 @@ def _wait_ready(server: Server) -> None:
 
 
 def _stop(server: Server, guard_s: float) -> None:
+    _stop_all([server], guard_s)
+
+
+def _stop_all(servers: Sequence[Server], guard_s: float) -> None:
+    """SIGTERM to every server still running, then wait for each; SIGKILL to any
+    not gone within ``guard_s`` of its signal."""
+    signalled: list[tuple[Server, float]] = []
     try:
-        if server.proc.poll() is None:
-            started = time.monotonic()
-            server.proc.send_signal(signal.SIGTERM)
+        for server in servers:
+            if server.proc.poll() is None:
+                server.proc.send_signal(signal.SIGTERM)
+                signalled.append((server, time.monotonic()))
+        for server, started in signalled:
             try:
-                server.proc.wait(guard_s)
+                server.proc.wait(max(0.0, started + guard_s - time.monotonic()))
                 server.stop_s = time.monotonic() - started
             except subprocess.TimeoutExpired:
                 server.killed = True
                 server.proc.kill()
                 server.proc.wait()
     finally:
-        server.sampler.stop()
+        for server in servers:
+            # Left running only if the waiting above was itself interrupted.
+            if server.proc.poll() is None:
+                server.killed = True
+                server.proc.kill()
+                server.proc.wait()
+            server.sampler.stop()

@@ -13,13 +13,14 @@ import statistics
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from benchmarks.figures import ComponentResult, Figure
 from benchmarks.sweep import WORKLOAD
 from laneway.models import AgentSpec, ConversationRecord, ConversationUpdate, NewEvent, utc_now
-from laneway.store import SQLiteEventStore
+from laneway.store import EventStore, SQLiteEventStore
 
 RUNS = 10
 TARGET_EVENTS_PER_S = 20_000.0
@@ -29,6 +30,9 @@ ROUNDS = 3
 # Each thread stops after this many appends or this long, whichever comes first.
 MAX_APPENDS_PER_RUN = 200_000
 _AGENT = AgentSpec("sim", dataclasses.asdict(WORKLOAD))
+# Writes as one run for ``seconds`` into the store, for the conversation; returns
+# the events it wrote.
+Writer = Callable[[EventStore, str, float], int]
 
 
 def _step_batches(step: int, tools: int) -> tuple[list[NewEvent], list[NewEvent]]:
@@ -52,7 +56,7 @@ def _step_batches(step: int, tools: int) -> tuple[list[NewEvent], list[NewEvent]
     return [message, *calls], results
 
 
-def _as_run(store: SQLiteEventStore, cid: str, seconds: float) -> int:
+def as_run(store: EventStore, cid: str, seconds: float) -> int:
     """Write steps as a run does for ``seconds``; return the events written."""
     deadline = time.perf_counter() + seconds
     written = 0
@@ -66,7 +70,7 @@ def _as_run(store: SQLiteEventStore, cid: str, seconds: float) -> int:
     return written
 
 
-def _one_at_a_time(store: SQLiteEventStore, cid: str, seconds: float) -> int:
+def one_at_a_time(store: EventStore, cid: str, seconds: float) -> int:
     deadline = time.perf_counter() + seconds
     event = NewEvent("message", "agent", {"text": "one event per append"})
     written = 0
@@ -78,50 +82,60 @@ def _one_at_a_time(store: SQLiteEventStore, cid: str, seconds: float) -> int:
     return written
 
 
-def _measure(writer: Callable[[SQLiteEventStore, str, float], int], seconds: float) -> float:
-    """Events per second written by RUNS threads into a fresh file database."""
+@contextmanager
+def sqlite_store() -> Iterator[EventStore]:
+    """A fresh file database, deleted on leaving."""
     with tempfile.TemporaryDirectory(prefix="laneway-appends-") as tmp:
         store = SQLiteEventStore(str(Path(tmp) / "appends.db"))
         try:
-            now = utc_now()
-            cids = [f"run{i:02d}" for i in range(RUNS)]
-            for cid in cids:
-                store.create_conversation(
-                    ConversationRecord(cid, "", "running", _AGENT, WORKLOAD.steps, now, now)
-                )
-            counts = [0] * RUNS
-            # All threads start writing together, when the main thread arrives too.
-            barrier = threading.Barrier(RUNS + 1)
-
-            def work(index: int) -> None:
-                barrier.wait()
-                counts[index] = writer(store, cids[index], seconds)
-
-            threads = [threading.Thread(target=work, args=(i,)) for i in range(RUNS)]
-            for thread in threads:
-                thread.start()
-            barrier.wait()
-            started = time.perf_counter()
-            for thread in threads:
-                thread.join()
-            elapsed = time.perf_counter() - started
+            yield store
         finally:
             store.close()
+
+
+def measure(writer: Writer, seconds: float, store: EventStore) -> float:
+    """Events per second written by RUNS threads into ``store``, a fresh database."""
+    now = utc_now()
+    cids = [f"run{i:02d}" for i in range(RUNS)]
+    for cid in cids:
+        store.create_conversation(
+            ConversationRecord(cid, "", "running", _AGENT, WORKLOAD.steps, now, now)
+        )
+    counts = [0] * RUNS
+    # All threads start writing together, when the main thread arrives too.
+    barrier = threading.Barrier(RUNS + 1)
+
+    def work(index: int) -> None:
+        barrier.wait()
+        counts[index] = writer(store, cids[index], seconds)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(RUNS)]
+    for thread in threads:
+        thread.start()
+    barrier.wait()
+    started = time.perf_counter()
+    for thread in threads:
+        thread.join()
+    elapsed = time.perf_counter() - started
     return sum(counts) / elapsed
 
 
-def _rounds(writer: Callable[[SQLiteEventStore, str, float], int], seconds: float) -> list[float]:
-    return [_measure(writer, seconds) for _ in range(ROUNDS)]
+def _rounds(writer: Writer, seconds: float) -> list[float]:
+    rates = []
+    for _ in range(ROUNDS):
+        with sqlite_store() as store:
+            rates.append(measure(writer, seconds, store))
+    return rates
 
 
-def _spread(rates: list[float]) -> str:
+def spread(rates: list[float]) -> str:
     return "median of " + ", ".join(f"{rate:,.0f}" for rate in rates)
 
 
 def run(quick: bool) -> ComponentResult:
     seconds = 1.0 if quick else 3.0
-    batched = _rounds(_as_run, seconds)
-    single = _rounds(_one_at_a_time, seconds)
+    batched = _rounds(as_run, seconds)
+    single = _rounds(one_at_a_time, seconds)
     per_step = 1 + 2 * WORKLOAD.tools_per_step
     return ComponentResult(
         name="appends",
@@ -136,13 +150,13 @@ def run(quick: bool) -> ComponentResult:
                 "events/s",
                 TARGET_EVENTS_PER_S,
                 "higher",
-                note=_spread(batched),
+                note=spread(batched),
             ),
             Figure(
                 "event appends/s, one event per append",
                 statistics.median(single),
                 "events/s",
-                note=f"{_spread(single)}; for comparison, no target",
+                note=f"{spread(single)}; for comparison, no target",
             ),
         ],
         details={
