@@ -16,6 +16,7 @@ each process's own.
 from __future__ import annotations
 
 import threading
+import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
@@ -46,6 +47,7 @@ from laneway.store._rows import (
 )
 from laneway.store._sql_reads import SQLReads
 from laneway.store.base import DatabaseInUse, Recovery, StoreUnavailable, check_queue_order
+from laneway.store.notices import check_instance_id, notify_appended, notify_deleted
 
 __all__ = ["PostgresEventStore"]
 
@@ -80,11 +82,21 @@ _UNAVAILABLE = (psycopg.OperationalError, psycopg.errors.ReadOnlySqlTransaction)
 
 class PostgresEventStore(SQLReads):
     """An :class:`~laneway.store.base.EventStore` in a PostgreSQL database, given
-    by a libpq URL (``postgresql://user@host/dbname``)."""
+    by a libpq URL (``postgresql://user@host/dbname``).
+
+    Each write that adds events, or deletes a conversation, announces it to
+    the other instances (see :mod:`~laneway.store.notices`), as coming from
+    ``instance_id``: by default a new one for each store.
+    """
 
     placeholder = "%s"
 
-    def __init__(self, url: str, *, pool_size: int = POOL_SIZE) -> None:
+    def __init__(
+        self, url: str, *, pool_size: int = POOL_SIZE, instance_id: str | None = None
+    ) -> None:
+        self.instance_id = check_instance_id(
+            uuid.uuid4().hex if instance_id is None else instance_id
+        )
         try:
             with psycopg.connect(url, connect_timeout=int(CONNECT_TIMEOUT_S)) as conn:
                 migrate(conn)
@@ -190,6 +202,7 @@ class PostgresEventStore(SQLReads):
         row = conversation_row(record, len(request.prepared))
         with self._transaction() as conn:
             write_conversation(conn, _INSERT_CONVERSATION, row, request)
+            notify_appended(conn, self.instance_id, (request,))
         if record.queue_order is not None:
             self._note_queue_order(record.queue_order)
         return request.stored()
@@ -208,6 +221,8 @@ class PostgresEventStore(SQLReads):
         # The foreign keys' ON DELETE CASCADE removes the events and tool notes.
         with self._transaction() as conn:
             cur = conn.execute("DELETE FROM conversations WHERE id = %s", (conversation_id,))
+            if cur.rowcount > 0:
+                notify_deleted(conn, self.instance_id, conversation_id)
         return cur.rowcount > 0
 
     def recover_interrupted(
@@ -218,11 +233,12 @@ class PostgresEventStore(SQLReads):
         with self._transaction() as conn:
             running = [cid for (cid,) in conn.execute(_RUNNING).fetchall()]
             queued = [to_record(row) for row in conn.execute(_QUEUED).fetchall()]
-            pause(conn, running, reason, were_running=True)
-            requeued, _ = requeue(conn, queued[:room], requeue_reason)
+            paused = pause(conn, running, reason, were_running=True)
+            requeued, requeues = requeue(conn, queued[:room], requeue_reason)
             # A queued one's last run ended, and answered its calls.
             rest = [record.id for record in queued[room:]]
-            pause(conn, rest, full_reason, were_running=False)
+            not_requeued = pause(conn, rest, full_reason, were_running=False)
+            notify_appended(conn, self.instance_id, [*paused, *requeues, *not_requeued])
         return Recovery(paused=running, requeued=requeued, not_requeued=rest)
 
     def last_queue_order(self) -> int:
@@ -237,6 +253,7 @@ class PostgresEventStore(SQLReads):
     ) -> dict[str, list[Event]]:
         with self._transaction() as conn:
             requests = pause(conn, conversation_ids, reason, were_running=were_running)
+            notify_appended(conn, self.instance_id, requests)
         return {request.conversation_id: request.stored() for request in requests}
 
     # -- events --------------------------------------------------------------
@@ -258,6 +275,7 @@ class PostgresEventStore(SQLReads):
             self._note_queue_order(queue_order)
         with self._transaction() as conn:
             write_append(conn, request)
+            notify_appended(conn, self.instance_id, (request,))
         return request.stored()
 
     def note_tools_waiting(self, conversation_id: str, call_ids: Sequence[str]) -> None:
