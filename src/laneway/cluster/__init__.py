@@ -1,0 +1,1 @@
+"""Several laneway instances on one PostgreSQL database."""
