@@ -157,6 +157,22 @@ async def test_behind_what_is_kept_or_at_a_gap_means_the_store() -> None:
     assert [f.seq for f in sub.frames_after(11) or []] == [12, 13, 14]
 
 
+async def test_the_conversations_followed_and_the_last_seq_each_holds() -> None:
+    broker = EventBroker(kept=4)
+    assert broker.followed() == []
+    assert broker.last_seq("c") is None
+    sub = broker.subscribe("c")
+    broker.subscribe("d")
+    assert sorted(broker.followed()) == ["c", "d"]
+    assert broker.last_seq("c") == 0
+    broker.publish("c", [event(seq) for seq in range(1, 12)])
+    broker.publish("c", [event(5)])  # older, and a duplicate: the last stays
+    assert broker.last_seq("c") == 11
+    broker.unsubscribe(sub)
+    assert broker.followed() == ["d"]
+    assert broker.last_seq("c") is None
+
+
 async def test_closing_ends_waits_and_later_subscriptions() -> None:
     broker = EventBroker()
     sub = broker.subscribe("c")

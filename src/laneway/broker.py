@@ -27,7 +27,6 @@ unless the run published events meanwhile, which must go out after them.
 
 from __future__ import annotations
 
-import contextlib
 import heapq
 import itertools
 import threading
@@ -37,6 +36,7 @@ import anyio
 import anyio.lowlevel
 
 from laneway.deltas import coalesce
+from laneway.fromthread import call_soon
 from laneway.models import Event
 from laneway.topics import Frame, Subscriber, Topic
 
@@ -165,13 +165,9 @@ class EventBroker:
             # Deltas from now on cross after these events, as they come after them.
             with self._deltas_lock:
                 self._open_deltas.pop(conversation_id, None)
-        # anyio's backend hook for a callback scheduled on the loop from a thread
-        # (asyncio's call_soon_threadsafe, trio's run_sync_soon). RuntimeError:
-        # the loop has ended, and a run left behind at shutdown publishes to no one.
-        with contextlib.suppress(RuntimeError):
-            token.backend_class.run_sync_soon(
-                self.publish, (conversation_id, events), token.native_token
-            )
+        # False: the loop has ended, and a run left behind at shutdown publishes
+        # to no one.
+        call_soon(token, self.publish, conversation_id, events)
 
     def publish_delta_from_thread(self, conversation_id: str, step: int, text: str) -> None:
         """Publish a piece of a step's text to the subscribers that asked for
@@ -187,11 +183,7 @@ class EventBroker:
                 batch.append((step, text))
                 return
             self._open_deltas[conversation_id] = batch = [(step, text)]
-        try:
-            token.backend_class.run_sync_soon(
-                self._cross_deltas, (conversation_id, batch), token.native_token
-            )
-        except RuntimeError:
+        if not call_soon(token, self._cross_deltas, conversation_id, batch):
             # The loop has ended (see publish_from_thread): no batch may wait on it.
             with self._deltas_lock:
                 self._open_deltas.pop(conversation_id, None)
@@ -212,6 +204,17 @@ class EventBroker:
         thread, and as cheap as :meth:`has_subscribers`."""
         topic = self._topics.get(conversation_id)
         return topic is not None and topic.delta_subscribers > 0
+
+    def followed(self) -> list[str]:
+        """The conversations anyone follows live."""
+        return list(self._topics)
+
+    def last_seq(self, conversation_id: str) -> int | None:
+        """The highest seq published to the conversation's topic that it still
+        holds (0 if none yet); None if nobody follows it. Those below it may
+        have gaps, which its subscribers fill from the store."""
+        topic = self._topics.get(conversation_id)
+        return None if topic is None else topic.last_seq
 
     def subscriber_count(self, conversation_id: str | None = None) -> int:
         if conversation_id is not None:

@@ -157,6 +157,11 @@ class Topic:
             del kept[: -self.kept]
         self.pending = True
 
+    @property
+    def last_seq(self) -> int:
+        """The highest seq kept; 0 if none is."""
+        return self._frames[-1].seq if self._frames else 0
+
     def add_deltas(self, deltas: list[Delta]) -> None:
         for delta in deltas:
             # Frames of later publishes have a higher mark: they go after it.

@@ -48,6 +48,7 @@ from laneway.store._rows import (
 )
 from laneway.store._sql_reads import SQLReads
 from laneway.store.base import Recovery, StoreUnavailable, check_queue_order
+from laneway.store.notices import check_instance_id, notify_appended, notify_deleted
 
 __all__ = ["PostgresEventStore"]
 
@@ -108,7 +109,12 @@ _UNAVAILABLE = (psycopg.OperationalError, psycopg.errors.ReadOnlySqlTransaction)
 
 class PostgresEventStore(SQLReads):
     """An :class:`~laneway.store.base.EventStore` in a PostgreSQL database, given
-    by a libpq URL (``postgresql://user@host/dbname``)."""
+    by a libpq URL (``postgresql://user@host/dbname``).
+
+    Each write that adds events, or deletes a conversation, announces it to
+    the other instances (see :mod:`~laneway.store.notices`), as coming from
+    ``instance_id``: by default a new one for each store.
+    """
 
     placeholder = "%s"
 
@@ -116,7 +122,9 @@ class PostgresEventStore(SQLReads):
         self, url: str, *, pool_size: int = POOL_SIZE, instance_id: str | None = None
     ) -> None:
         # Names this process among the instances sharing the database.
-        self.instance_id = instance_id if instance_id is not None else uuid.uuid4().hex
+        self.instance_id = check_instance_id(
+            uuid.uuid4().hex if instance_id is None else instance_id
+        )
         try:
             with psycopg.connect(url, **_TIMEOUTS) as conn:
                 migrate(conn)
@@ -197,6 +205,7 @@ class PostgresEventStore(SQLReads):
         row = conversation_row(record, len(request.prepared))
         with self._transaction() as conn:
             write_conversation(conn, _INSERT_CONVERSATION, row, request)
+            notify_appended(conn, self.instance_id, (request,))
         if record.queue_order is not None:
             self._note_queue_order(record.queue_order)
         return request.stored()
@@ -215,6 +224,8 @@ class PostgresEventStore(SQLReads):
         # The foreign keys' ON DELETE CASCADE removes the events and tool notes.
         with self._transaction() as conn:
             cur = conn.execute("DELETE FROM conversations WHERE id = %s", (conversation_id,))
+            if cur.rowcount > 0:
+                notify_deleted(conn, self.instance_id, conversation_id)
         return cur.rowcount > 0
 
     def recover_interrupted(
@@ -226,11 +237,12 @@ class PostgresEventStore(SQLReads):
         with self._transaction() as conn:
             running = [cid for (cid,) in conn.execute(_RUNNING).fetchall()]
             queued = [to_record(row) for row in conn.execute(_QUEUED).fetchall()]
-            pause(conn, running, reason, were_running=True)
-            requeued, _ = requeue(conn, queued[:room], requeue_reason)
+            paused = pause(conn, running, reason, were_running=True)
+            requeued, requeues = requeue(conn, queued[:room], requeue_reason)
             # A queued one's last run ended, and answered its calls.
             rest = [record.id for record in queued[room:]]
-            pause(conn, rest, full_reason, were_running=False)
+            not_requeued = pause(conn, rest, full_reason, were_running=False)
+            notify_appended(conn, self.instance_id, [*paused, *requeues, *not_requeued])
         return Recovery(paused=running, requeued=requeued, not_requeued=rest)
 
     def last_queue_order(self) -> int:
@@ -245,6 +257,7 @@ class PostgresEventStore(SQLReads):
     ) -> dict[str, list[Event]]:
         with self._transaction() as conn:
             requests = pause(conn, conversation_ids, reason, were_running=were_running)
+            notify_appended(conn, self.instance_id, requests)
         return {request.conversation_id: request.stored() for request in requests}
 
     # -- events --------------------------------------------------------------
@@ -266,6 +279,7 @@ class PostgresEventStore(SQLReads):
             self._note_queue_order(queue_order)
         with self._transaction() as conn:
             write_append(conn, request)
+            notify_appended(conn, self.instance_id, (request,))
         return request.stored()
 
     def append_fenced(
@@ -283,6 +297,7 @@ class PostgresEventStore(SQLReads):
         request = Append(conversation_id, events, update)
         with self._transaction() as conn:
             write_append(conn, request, lease)
+            notify_appended(conn, self.instance_id, (request,))
         return request.stored()
 
     def note_tools_waiting(self, conversation_id: str, call_ids: Sequence[str]) -> None:
