@@ -294,3 +294,27 @@ async def test_a_wait_on_one_instance_ends_with_a_run_on_another(
         quiet, _ = await api.send_message(conv.id, "note", run=False)
         assert (await waiting.after_message(api, quiet, run=False).result(GUARD_S)).ended
         assert not worker.runs.handles
+
+
+async def test_deleting_a_run_held_elsewhere_stops_it_now_and_ends_its_streams(
+    anyio_backend: str, pg_url: str
+) -> None:
+    async with instance(pg_url, "worker") as worker, instance(pg_url, "api") as api:
+        # A step far longer than the test's guard: only the delete ends it.
+        conv = await api.create(agent=sim(steps=2, think_ms=600_000), initial_message="go")
+        await wait_status(api, conv.id, "running")
+        seen: list[Event] = []
+
+        async def follow() -> None:
+            async for event in api.subscribe(conv.id):
+                seen.append(event)
+
+        with anyio.fail_after(GUARD_S):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(follow)
+                while not seen:
+                    await anyio.sleep(0.01)
+                await api.delete(conv.id)
+                while worker.runs.handles or worker.member.held:
+                    await anyio.sleep(0.01)
+        assert statuses(seen)[-1] == "running"

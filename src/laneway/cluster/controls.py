@@ -23,6 +23,7 @@ from laneway.cluster.queue import ACTIVE, leave
 from laneway.lifecycle.table import INTERRUPT_REASON, QUEUED_REASON
 from laneway.store._append import Append
 from laneway.store.base import NotFound
+from laneway.store.notices import notify_deleted
 
 CONTROL_CHANNEL = "laneway_control"
 Action = Literal["pause", "interrupt", "message", "interrupt_message", "delete"]
@@ -36,8 +37,6 @@ _KEEP = (
 )
 _DELETE = "DELETE FROM conversations WHERE id = %s RETURNING owner"
 _OWNER = "SELECT owner FROM conversations WHERE id = %s AND status IN ('queued', 'running')"
-# The owner of a control every instance acts on.
-EVERYONE = "-"
 
 
 class Control(msgspec.Struct, frozen=True):
@@ -89,13 +88,15 @@ def ask_to_stop(
     return Asked(owner=owner)
 
 
-def delete(conn: psycopg.Connection, conversation_id: str) -> bool:
-    """Delete a conversation, and tell every instance: the one running it stops
-    it, and each ends its streams of it."""
+def delete(conn: psycopg.Connection, conversation_id: str, instance_id: str) -> bool:
+    """Delete a conversation: every instance ends its streams of it (see the
+    relay), and the one running it stops the run now."""
     row = conn.execute(_DELETE, (conversation_id,)).fetchone()
     if row is None:
         return False
-    send(conn, Control(row[0] or EVERYONE, conversation_id, "delete"))
+    notify_deleted(conn, instance_id, conversation_id)
+    if row[0] is not None:
+        send(conn, Control(row[0], conversation_id, "delete"))
     return True
 
 

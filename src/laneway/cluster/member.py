@@ -248,8 +248,6 @@ class Member:
     def on_control(self, control: Control) -> None:
         """Act on a control sent on :data:`~controls.CONTROL_CHANNEL`; call on the loop."""
         cid = control.conversation_id
-        if control.action == "delete":
-            self.broker.close_conversation(cid)
         if control.owner != self.id or self._runs is None:
             return
         if control.action in ("pause", "interrupt"):

@@ -14,16 +14,23 @@ from types import TracebackType
 from typing import Any
 
 import anyio
+import anyio.lowlevel
 import msgspec
 
 from laneway.agents import Agent
 from laneway.broker import EventBroker
+from laneway.cluster import controls
+from laneway.cluster.controls import CONTROL_CHANNEL
 from laneway.cluster.instances import Instance
+from laneway.cluster.listener import Listener
 from laneway.cluster.member import Member
+from laneway.cluster.queue import QUEUE_CHANNEL
+from laneway.cluster.relay import StreamRelay
 from laneway.cluster.settings import ClusterSettings
 from laneway.cluster.shared import SharedRuns
 from laneway.cluster.waits import IDLE_RECHECK_S, RECHECK_S
 from laneway.errors import RunNotAdmitted
+from laneway.fromthread import call_soon
 from laneway.lanes import LaneFull, Lanes
 from laneway.lifecycle import InterruptAsked, PauseAsked
 from laneway.models import (
@@ -61,6 +68,7 @@ class SharedConversationService(ConversationService):
         # takes runs only once they admit, and renews their leases until the
         # last has stopped.
         try:
+            await self._listen()
             tg = await self._joined.enter_async_context(anyio.create_task_group())
             self._joined.callback(tg.cancel_scope.cancel)
             self._joined.push_async_callback(self.member.leave)
@@ -82,6 +90,26 @@ class SharedConversationService(ConversationService):
             return await super().__aexit__(exc_type, exc, tb)
         finally:
             await self._leave()
+
+    async def _listen(self) -> None:
+        """Hear the other instances: their events, for the followers here (the
+        relay); runs they queued; and controls for runs held here."""
+        token = anyio.lowlevel.current_token()
+        member = self.member
+        listener = Listener(self.member.store.url)
+        relay = StreamRelay(self.store, self.lanes.io, self.broker, member.id, listener)
+
+        def on_control(payload: str) -> None:
+            control = controls.parse(payload)
+            if control is not None:
+                call_soon(token, member.on_control, control)
+
+        # A notification lost while the connection was down: the queue is looked
+        # at again now, and controls are found at the next heartbeat.
+        listener.on(QUEUE_CHANNEL, lambda _: call_soon(token, member.wake))
+        listener.on(CONTROL_CHANNEL, on_control, on_reconnect=lambda: call_soon(token, member.wake))
+        await self._joined.enter_async_context(relay)
+        await self._joined.enter_async_context(listener)
 
     def drain(self) -> None:
         # Before the runs are asked to pause, which would hide who asked.

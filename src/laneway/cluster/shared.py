@@ -119,7 +119,7 @@ class SharedRuns:
         return asked.owner is not None
 
     async def delete(self, conversation_id: str) -> bool:
-        return await self._transact(controls.delete, conversation_id)
+        return await self._transact(controls.delete, conversation_id, self.member.id)
 
     async def _tell(self, control: Control) -> None:
         if control.owner == self.member.id:

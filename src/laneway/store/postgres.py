@@ -152,7 +152,8 @@ class PostgresEventStore(SQLReads):
             raise StoreUnavailable(f"cannot connect to the PostgreSQL database: {exc}") from exc
         self._last_queue_order = int(last_queue_order)
         self._lock = threading.Lock()
-        self._url = url
+        # For connections of the cluster's own (its listener).
+        self.url = url
         # Why the last write failed, if the database refused it; None once one succeeds.
         self._problem: str | None = None
 
