@@ -11,7 +11,15 @@ import pytest
 
 from laneway.store import EventStore, open_store
 from tests.ci import missing
-from tests.pgserver import PostgresMissing, PostgresServer, chosen_server
+from tests.netns import NetworkNamespace, network_namespace
+from tests.pgserver import (
+    Cluster,
+    PostgresMissing,
+    PostgresServer,
+    bindir,
+    chosen_server,
+    postgres_server,
+)
 from tests.stores import StoreFactory
 
 
@@ -74,3 +82,22 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[EventStore
         yield s
     finally:
         s.close()
+
+
+@pytest.fixture
+def namespace() -> Iterator[NetworkNamespace]:
+    """A network namespace of the test's own (see tests/netns.py)."""
+    with network_namespace() as ns:
+        yield ns
+
+
+@pytest.fixture
+def veth_postgres(namespace: NetworkNamespace) -> Iterator[Cluster]:
+    """A cluster of the test's own, listening on the host's end of the
+    namespace's pair (and on 127.0.0.1, as a process on the host reaches it)."""
+    try:
+        bindir()
+    except PostgresMissing as exc:
+        missing(str(exc))
+    with postgres_server(listen=["127.0.0.1", namespace.host_interface]) as server:
+        yield server

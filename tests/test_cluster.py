@@ -5,6 +5,7 @@ that is lost, and controls that reach a run held by another instance."""
 from __future__ import annotations
 
 import anyio
+import msgspec
 import pytest
 from anyio.abc import TaskStatus
 
@@ -14,6 +15,7 @@ from laneway.cluster.leases import OWNER_LOST, OWNER_LOST_IN_TOOLS
 from laneway.cluster.member import in_transaction
 from laneway.cluster.queue import enqueue
 from laneway.cluster.service import SharedConversationService
+from laneway.deltas import Delta
 from laneway.errors import RunNotAdmitted
 from laneway.lifecycle import INTERRUPT_REASON, PAUSE_REASON
 from laneway.models import (
@@ -318,3 +320,31 @@ async def test_deleting_a_run_held_elsewhere_stops_it_now_and_ends_its_streams(
                 while worker.runs.handles or worker.member.held:
                     await anyio.sleep(0.01)
         assert statuses(seen)[-1] == "running"
+
+
+async def test_deltas_reach_followers_on_another_instance(anyio_backend: str, pg_url: str) -> None:
+    async with instance(pg_url, "worker") as worker, instance(pg_url, "api") as api:
+        conv = await api.create(agent=sim(steps=2, think_ms=200, deltas=8))
+        pieces: list[Delta] = []
+        events: list[Event] = []
+        with anyio.fail_after(GUARD_S):
+            async with api.follow(conv.id, deltas=True) as follower:
+                await api.run(conv.id)
+                async for batch in follower:
+                    for item in batch:
+                        if isinstance(item, Delta):
+                            pieces.append(item)
+                        else:
+                            events.append(item.event)
+                    if statuses(events)[-1:] == ["finished"]:
+                        break
+        said = [e for e in events if _by_agent(e)]
+        assert len(said) == 2
+        for step, message in enumerate(said, 1):
+            text = "".join(_text(d) for d in pieces if d.step == step)
+            assert text == message.data["text"]
+        assert worker.member.id != api.member.id
+
+
+def _text(delta: Delta) -> str:
+    return str(msgspec.json.decode(delta.json)["text"])

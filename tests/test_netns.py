@@ -8,14 +8,12 @@ import queue
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
 from typing import IO
 
 import pytest
 
-from tests.ci import missing
 from tests.netns import IP, NetworkNamespace, network_namespace
-from tests.pgserver import Cluster, PostgresMissing, bindir, postgres_server
+from tests.pgserver import Cluster
 
 GUARD_S = 30.0
 # Long enough for a packet that would get through to have done so many times.
@@ -31,33 +29,15 @@ for _ in sys.stdin:
 """
 
 
-@pytest.fixture
-def namespace() -> Iterator[NetworkNamespace]:
-    with network_namespace() as ns:
-        yield ns
-
-
-@pytest.fixture
-def cluster(namespace: NetworkNamespace) -> Iterator[Cluster]:
-    """A cluster of the test's own, listening on the host's end of the pair
-    (and on 127.0.0.1, as a process on the host would reach it)."""
-    try:
-        bindir()
-    except PostgresMissing as exc:
-        missing(str(exc))
-    with postgres_server(listen=["127.0.0.1", namespace.host_interface]) as server:
-        yield server
-
-
 def connect_inside(ns: NetworkNamespace, url: str) -> subprocess.CompletedProcess[str]:
     argv = ns.command(sys.executable, "-c", CONNECT, url)
     return subprocess.run(argv, capture_output=True, text=True, timeout=GUARD_S, check=False)
 
 
 def test_a_process_inside_reaches_postgres_over_the_pair_except_while_cut(
-    namespace: NetworkNamespace, cluster: Cluster
+    namespace: NetworkNamespace, veth_postgres: Cluster
 ) -> None:
-    url = cluster.over_tcp(cluster.new_database(), namespace.host_address)
+    url = veth_postgres.over_tcp(veth_postgres.new_database(), namespace.host_address)
     assert connect_inside(namespace, url).returncode == 0
     namespace.cut()
     cut_off = connect_inside(namespace, url)
@@ -69,9 +49,9 @@ def test_a_process_inside_reaches_postgres_over_the_pair_except_while_cut(
 
 
 def test_a_query_in_flight_when_cut_waits_and_completes_once_restored(
-    namespace: NetworkNamespace, cluster: Cluster
+    namespace: NetworkNamespace, veth_postgres: Cluster
 ) -> None:
-    url = cluster.over_tcp(cluster.new_database(), namespace.host_address)
+    url = veth_postgres.over_tcp(veth_postgres.new_database(), namespace.host_address)
     argv = namespace.command(sys.executable, "-c", QUERY_EACH_LINE, url)
     with subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True) as proc:
         assert proc.stdin is not None

@@ -10,7 +10,6 @@ it holds no run it no longer owns.
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -23,11 +22,10 @@ import httpx
 import pytest
 
 from laneway.cluster.leases import OWNER_LOST, OWNER_LOST_IN_TOOLS
-from tests.ci import missing
 from tests.cluster import sql
-from tests.netns import NetworkNamespace, network_namespace
-from tests.pgserver import Cluster, PostgresMissing, bindir, postgres_server
-from tests.serverproc import running_server
+from tests.netns import NetworkNamespace
+from tests.pgserver import Cluster
+from tests.serverproc import ServerProcess, running_server
 
 pytestmark = pytest.mark.cluster
 
@@ -40,22 +38,6 @@ SIM = {"steps": 20, "think_ms": 150, "tools_per_step": 1, "tool_ms": 15}
 C = "/api/conversations"
 ALL = {"limit": 500}
 FRESH = "heartbeat_at > now() - interval '1 s'"
-
-
-@pytest.fixture
-def namespace() -> Iterator[NetworkNamespace]:
-    with network_namespace() as ns:
-        yield ns
-
-
-@pytest.fixture
-def cluster(namespace: NetworkNamespace) -> Iterator[Cluster]:
-    try:
-        bindir()
-    except PostgresMissing as exc:
-        missing(str(exc))
-    with postgres_server(listen=["127.0.0.1", namespace.host_interface]) as server:
-        yield server
 
 
 @contextmanager
@@ -73,13 +55,8 @@ def inside(ns: NetworkNamespace, backend: str, url: str, log: Path) -> Iterator[
     try:
         yield
     finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(GUARD_S)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        # Its own loopback's port, which nothing here reaches.
+        ServerProcess(proc, "", 8000).stop()
 
 
 def until(what: str, check: Any, guard_s: float = GUARD_S) -> Any:
@@ -98,11 +75,11 @@ def snapshot(url: str) -> list[tuple[Any, ...]]:
 
 @pytest.mark.parametrize("backend", ["asyncio", "trio"])
 def test_a_partitioned_instance_loses_its_runs_and_cannot_write_once_back(
-    backend: str, namespace: NetworkNamespace, cluster: Cluster, tmp_path: Path
+    backend: str, namespace: NetworkNamespace, veth_postgres: Cluster, tmp_path: Path
 ) -> None:
-    db = cluster.new_database()
-    host_url = cluster.over_tcp(db, "127.0.0.1")
-    away_url = cluster.over_tcp(db, namespace.host_address)
+    db = veth_postgres.new_database()
+    host_url = veth_postgres.over_tcp(db, "127.0.0.1")
+    away_url = veth_postgres.over_tcp(db, namespace.host_address)
     ttl = ["--lease-ttl-s", str(TTL_S)]
     with (
         running_server(backend, ["--db", host_url, "--role", "api", *ttl]) as api,

@@ -85,6 +85,10 @@ class RunLeases(Protocol):
         """The run is gone: give its lease up."""
         ...
 
+    def emit_delta(self, conversation_id: str, step: int, text: str) -> None:
+        """Hand a delta to followers on other instances; from the run thread."""
+        ...
+
 
 class AgentState:
     """What a conversation keeps between its runs: the agent, and the results of
@@ -123,6 +127,7 @@ class Runner:
         spawn: Spawn,
         late: Callable[[AgentState, ToolResult], Awaitable[None]],
         write: RunWrite | None = None,
+        leases: RunLeases | None = None,
     ) -> None:
         self.handle = handle
         self.record = record
@@ -134,6 +139,7 @@ class Runner:
         self.spawn = spawn
         self.late = late
         self._write = write
+        self._leases = leases
         self.cid = record.id
         # The seq of the last user message a step has been given.
         self.read_seq = record.read_seq
@@ -273,6 +279,8 @@ class Runner:
         # A delta with nobody asking for it would only wake the loop for nothing.
         if self.broker.wants_deltas(self.cid):
             self.broker.publish_delta_from_thread(self.cid, step, text)
+        if self._leases is not None:
+            self._leases.emit_delta(self.cid, step, text)
 
     def _write_stuck(self, stuck: StuckStep) -> None:
         """Write the stuck status unless the watchdog's write has claimed it, and

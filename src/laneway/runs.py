@@ -319,6 +319,7 @@ class Runs:
             spawn=self._tg.start_soon,
             late=functools.partial(self._late_tool_result, cid),
             write=self.leases.write_for(cid) if self.leases is not None else None,
+            leases=self.leases,
         )
 
         def enqueued() -> None:

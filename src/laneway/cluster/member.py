@@ -26,8 +26,9 @@ import msgspec
 from anyio.abc import TaskGroup, TaskStatus
 
 from laneway.broker import EventBroker
-from laneway.cluster import leases
+from laneway.cluster import deltas, leases
 from laneway.cluster.controls import Control
+from laneway.cluster.deltas import DeltaCourier
 from laneway.cluster.leases import Lease, Renewal
 from laneway.cluster.queue import announce
 from laneway.cluster.settings import ClusterSettings
@@ -80,6 +81,7 @@ class Member:
         self._applied: dict[str, str] = {}
         # Runs to queue again as they end, for another instance (see hand_over).
         self._handing_over: set[str] = set()
+        self.deltas = DeltaCourier(store)
         self._runs: Runs | None = None
         self._tg: TaskGroup | None = None
         self._wake: anyio.Event | None = None
@@ -108,8 +110,12 @@ class Member:
 
         return write
 
+    def emit_delta(self, conversation_id: str, step: int, text: str) -> None:
+        self.deltas.emit(conversation_id, step, text)
+
     def ended(self, conversation_id: str) -> None:
         self._applied.pop(conversation_id, None)
+        self.deltas.forget(conversation_id)
         if self._runs is not None:
             # Another instance may run the conversation next: an agent kept
             # here would miss what that run adds. The next run here rebuilds
@@ -178,7 +184,8 @@ class Member:
         held = {cid: lease.fence for cid, lease in self.held.items()}
         # Read on the loop, which alone changes the lanes.
         lanes = msgspec.json.encode(self.lanes.snapshot()).decode()
-        renew = functools.partial(self._renew, list(held), lanes, self.lanes.run.running)
+        wanted = [cid for cid in self.broker.followed() if self.broker.wants_deltas(cid)]
+        renew = functools.partial(self._renew, list(held), lanes, self.lanes.run.running, wanted)
         renewal: Renewal | None = None
         with anyio.move_on_after(self.settings.interval_s):
             try:
@@ -203,8 +210,9 @@ class Member:
             if settled.requeued or settled.released:
                 self.wake()
 
-    def _renew(self, held: list[str], lanes: str, running: int) -> Renewal:
+    def _renew(self, held: list[str], lanes: str, running: int, wanted: list[str]) -> Renewal:
         with self.store.transaction() as conn:
+            deltas.want(conn, wanted, self.id, self.settings.lease_ttl_s)
             return leases.renew(
                 conn,
                 self.id,
@@ -219,6 +227,7 @@ class Member:
     def _settle(self) -> leases.Settled:
         with self.store.transaction() as conn:
             settled = leases.settle_expired(conn)
+            deltas.prune(conn)
             if settled.requeued or settled.released:
                 announce(conn)
         for request in [*settled.requeued, *settled.paused]:

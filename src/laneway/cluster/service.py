@@ -10,6 +10,9 @@ the runs of an instance that stopped are settled when their leases expire.
 from __future__ import annotations
 
 import contextlib
+import logging
+from collections.abc import AsyncIterator
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from types import TracebackType
 from typing import Any
 
@@ -19,8 +22,9 @@ import msgspec
 
 from laneway.agents import Agent
 from laneway.broker import EventBroker
-from laneway.cluster import controls
+from laneway.cluster import controls, deltas
 from laneway.cluster.controls import CONTROL_CHANNEL
+from laneway.cluster.deltas import DELTAS_CHANNEL
 from laneway.cluster.instances import Instance
 from laneway.cluster.listener import Listener
 from laneway.cluster.member import Member
@@ -43,8 +47,11 @@ from laneway.models import (
 )
 from laneway.runhandle import RunHandle
 from laneway.service import ConversationService
-from laneway.store.base import EventStore
+from laneway.store.base import EventStore, StoreUnavailable
 from laneway.store.postgres import PostgresEventStore
+from laneway.subscriptions import Follower
+
+log = logging.getLogger("laneway.cluster")
 
 
 class SharedConversationService(ConversationService):
@@ -106,10 +113,38 @@ class SharedConversationService(ConversationService):
 
         # A notification lost while the connection was down: the queue is looked
         # at again now, and controls are found at the next heartbeat.
+        def on_delta(payload: str) -> None:
+            delta = deltas.parse(payload)
+            if delta is None or delta.instance_id == member.id:
+                return
+            if self.broker.wants_deltas(delta.conversation_id):
+                piece = [(delta.step, delta.text)]
+                call_soon(token, self.broker.publish_deltas, delta.conversation_id, piece)
+
+        listener.on(DELTAS_CHANNEL, on_delta)
         listener.on(QUEUE_CHANNEL, lambda _: call_soon(token, member.wake))
         listener.on(CONTROL_CHANNEL, on_control, on_reconnect=lambda: call_soon(token, member.wake))
         await self._joined.enter_async_context(relay)
         await self._joined.enter_async_context(listener)
+
+    def follow(
+        self, conversation_id: str, after_seq: int = 0, *, deltas: bool = False
+    ) -> AbstractAsyncContextManager[Follower]:
+        if not deltas:
+            return super().follow(conversation_id, after_seq)
+        return self._follow_deltas(conversation_id, after_seq)
+
+    @asynccontextmanager
+    async def _follow_deltas(self, conversation_id: str, after_seq: int) -> AsyncIterator[Follower]:
+        # Said at once, so that the instance running it sends them from its
+        # next look on (a second at most); the heartbeat says it again.
+        async with super().follow(conversation_id, after_seq, deltas=True) as follower:
+            try:
+                await self.shared.want_deltas(conversation_id)
+            except (StoreUnavailable, LaneFull) as exc:
+                # Deltas are best effort: the stream goes on with its events.
+                log.warning("deltas of %s not asked for elsewhere: %s", conversation_id, exc)
+            yield follower
 
     def drain(self) -> None:
         # Before the runs are asked to pause, which would hide who asked.

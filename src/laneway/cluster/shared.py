@@ -10,7 +10,7 @@ from collections.abc import Callable
 from typing import Any, Literal, TypeVar
 
 from laneway.broker import EventBroker
-from laneway.cluster import controls, instances, queue, waits
+from laneway.cluster import controls, deltas, instances, queue, waits
 from laneway.cluster.controls import Control
 from laneway.cluster.instances import Instance
 from laneway.cluster.member import Member, in_transaction
@@ -132,6 +132,10 @@ class SharedRuns:
 
     async def positions(self) -> dict[str, int]:
         return await self._transact(queue.positions)
+
+    async def want_deltas(self, conversation_id: str) -> None:
+        ttl_s = self.member.settings.lease_ttl_s
+        await self._transact(deltas.want, [conversation_id], self.member.id, ttl_s)
 
     async def settled(self, conversation_id: str) -> tuple[bool, bool]:
         return await self._transact(waits.settled, conversation_id)

@@ -124,6 +124,18 @@ MIGRATIONS: list[tuple[str, ...]] = [
         )
         """,
     ),
+    (
+        # Conversations whose deltas someone follows on an instance, until the
+        # row expires unrenewed (see laneway.cluster.deltas).
+        """
+        CREATE TABLE delta_followers (
+            conversation_id TEXT NOT NULL,
+            instance_id TEXT NOT NULL,
+            expires_at TIMESTAMPTZ NOT NULL,
+            PRIMARY KEY (conversation_id, instance_id)
+        )
+        """,
+    ),
 ]
 
 # The advisory lock that serializes migrations: any number, the same in every
