@@ -154,6 +154,13 @@ def test_lanes_and_resize(url: str) -> None:
     assert as_json("lanes", "resize", "tool", str(size), "--url", url)["size"] == size
 
 
+def test_instances(url: str) -> None:
+    table = ok("instances", "--url", url)
+    assert "local" in table
+    [only] = as_json("instances", "--url", url)["items"]
+    assert only["role"] == "all"
+
+
 def test_lanes_watch_refreshes_in_place(url: str) -> None:
     """Under a terminal the table is redrawn in place; NO_COLOR leaves out colour."""
     screen = io.StringIO()

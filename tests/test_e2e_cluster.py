@@ -16,6 +16,7 @@ import httpx
 import pytest
 
 from laneway.cluster.leases import OWNER_LOST, OWNER_LOST_IN_TOOLS
+from tests.cliproc import cli
 from tests.serverproc import ServerProcess, running_server
 from tests.test_e2e import C
 
@@ -182,6 +183,10 @@ async def test_an_api_and_a_worker_split_the_work_and_list_each_other(
             assert sorted(i["role"] for i in listed) == ["api", "worker"]
             [worker_row] = [i for i in listed if i["role"] == "worker"]
             assert set(worker_row["lanes"]) == {"run", "tool", "io"}
+            shown = cli("instances", "--url", api.base_url, "--json")
+            assert shown.status == 0, shown.stderr
+            ids = {i["id"] for i in json.loads(shown.stdout)["items"]}
+            assert ids == {i["id"] for i in listed}
             for path in ("/health", "/ready", "/metrics"):
                 assert (await direct.get(path)).status_code == 200
             for path in (C, "/api/instances", "/openapi.json", "/ui"):

@@ -12,7 +12,7 @@ them: :class:`~laneway.models.Conversation`, :class:`~laneway.models.Event`,
         conv = client.create_conversation(initial_message="hello", wait=True)
 """
 
-from laneway.api.schemas import Health, LanesView, MessageAccepted
+from laneway.api.schemas import Health, InstancesView, LanesView, MessageAccepted
 from laneway.client.asynchronous import AsyncClient
 from laneway.client.errors import (
     BadRequest,
@@ -48,6 +48,7 @@ __all__ = [
     "EventFilters",
     "EventSearch",
     "Health",
+    "InstancesView",
     "Invalid",
     "LaneSnapshot",
     "LanesView",

@@ -26,6 +26,7 @@ from laneway.api.schemas import (
     CreateConversation,
     EventPage,
     Health,
+    InstancesView,
     LanesView,
     MessageAccepted,
     ResizeLane,
@@ -364,6 +365,9 @@ class Core:
 
     def lanes(self) -> Plan[LanesView]:
         return self._get("/api/lanes", _decoder(LanesView))
+
+    def instances(self) -> Plan[InstancesView]:
+        return self._get("/api/instances", _decoder(InstancesView))
 
     def resize_lane(self, name: str, size: int) -> Plan[LaneSnapshot]:
         request = self.request("PUT", f"/api/lanes/{quote(name, safe='')}", body=ResizeLane(size))

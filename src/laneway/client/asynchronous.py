@@ -10,7 +10,7 @@ import anyio
 import httpx
 from httpx_sse import EventSource
 
-from laneway.api.schemas import DEFAULT_WAIT_S, Health, LanesView, MessageAccepted
+from laneway.api.schemas import DEFAULT_WAIT_S, Health, InstancesView, LanesView, MessageAccepted
 from laneway.client._core import DEFAULT_TIMEOUT_S, Core, Pages, Pause, Plan
 from laneway.client._follow import DEFAULT_RECONNECT_TIMEOUT_S, Follow, FollowItem
 from laneway.client.errors import LanewayError
@@ -209,6 +209,9 @@ class AsyncClient:
 
     async def lanes(self) -> LanesView:
         return await self._drive(self._core.lanes())
+
+    async def instances(self) -> InstancesView:
+        return await self._drive(self._core.instances())
 
     async def resize_lane(self, name: LaneName, size: int) -> LaneSnapshot:
         return await self._drive(self._core.resize_lane(name, size))

@@ -9,7 +9,7 @@ from typing import Literal, Self, TypeVar, Unpack, overload
 import httpx
 from httpx_sse import EventSource
 
-from laneway.api.schemas import DEFAULT_WAIT_S, Health, LanesView, MessageAccepted
+from laneway.api.schemas import DEFAULT_WAIT_S, Health, InstancesView, LanesView, MessageAccepted
 from laneway.client._core import DEFAULT_TIMEOUT_S, Core, Pages, Pause, Plan
 from laneway.client._follow import DEFAULT_RECONNECT_TIMEOUT_S, Follow, FollowItem
 from laneway.client.errors import LanewayError
@@ -236,6 +236,11 @@ class Client:
     def lanes(self) -> LanesView:
         """Every lane's counters (``lanes.lanes["run"].size``)."""
         return self._drive(self._core.lanes())
+
+    def instances(self) -> InstancesView:
+        """The live instances sharing the server's database (this one alone
+        with SQLite)."""
+        return self._drive(self._core.instances())
 
     def resize_lane(self, name: LaneName, size: int) -> LaneSnapshot:
         """Resize a lane live."""

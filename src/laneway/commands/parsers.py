@@ -129,6 +129,7 @@ def add_commands(commands: Any) -> None:
     ):
         _command(commands, name, f"conversations.{name}", help_text).add_argument("id")
 
+    _command(commands, "instances", "instances.show", "list the instances sharing the database")
     lanes = _command(commands, "lanes", "lanes.show", "show every lane's counters")
     lanes.add_argument("--watch", "-w", action="store_true", help="refresh the table in place")
     lanes.add_argument(
