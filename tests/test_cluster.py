@@ -109,12 +109,12 @@ def test_a_write_under_a_stale_lease_is_refused(pg_url: str) -> None:
         now = utc_now()
         record = ConversationRecord("c", "", "idle", AgentSpec(), 5, now, now)
         store.create_conversation(record)
-        in_transaction(store, enqueue, "c", (), max_waiting=10)
+        in_transaction(store, enqueue, "c", (), max_waiting=10, by="x")
         [(_, first)] = in_transaction(store, leases.claim, "x", 60.0, 5)
         running = ConversationUpdate(status="running")
         store.append_fenced("c", [status_event("running")], running, lease=first.key())
         sql(pg_url, "UPDATE conversations SET lease_expires = now() - interval '1 s'")
-        settled = in_transaction(store, leases.settle_expired)
+        settled = in_transaction(store, leases.settle_expired, by="y")
         assert [r.conversation_id for r in settled.requeued] == ["c"]
         [(_, second)] = in_transaction(store, leases.claim, "y", 60.0, 5)
         assert second.fence == first.fence + 1
@@ -348,3 +348,37 @@ async def test_deltas_reach_followers_on_another_instance(anyio_backend: str, pg
 
 def _text(delta: Delta) -> str:
     return str(msgspec.json.decode(delta.json)["text"])
+
+
+async def test_followers_elsewhere_see_what_settling_a_lost_owner_writes(
+    anyio_backend: str, pg_url: str
+) -> None:
+    # Its heartbeats far apart: the worker is the one to settle the run.
+    async with instance(pg_url, "api", ttl_s=60) as api:
+        conv = await api.create(agent=sim(steps=2), initial_message="go")
+        call = NewEvent("tool_call", "agent", {"call_id": "k1", "name": "t", "arguments": {}})
+        await api._append(conv.id, [call])
+        sql(
+            pg_url,
+            "UPDATE conversations SET status = 'running', owner = 'ghost', fence = 1,"
+            " queue_order = 1, lease_expires = now() - interval '1 s'",
+        )
+        seen: list[Event] = []
+
+        async def follow() -> None:
+            async for event in api.subscribe(conv.id):
+                seen.append(event)
+                if event.data.get("status") == "paused":
+                    return
+
+        with anyio.fail_after(GUARD_S):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(follow)
+                # Live, past what it replayed: what comes now comes through the relay.
+                while not any(e.kind == "tool_call" for e in seen):
+                    await anyio.sleep(0.01)
+                async with instance(pg_url, "worker"):
+                    while not seen or seen[-1].data.get("status") != "paused":
+                        await anyio.sleep(0.01)
+    assert [e.kind for e in seen[-2:]] == ["tool_result", "status"]
+    assert seen[-1].data["reason"] == OWNER_LOST_IN_TOOLS

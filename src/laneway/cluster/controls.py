@@ -71,9 +71,14 @@ class Asked(msgspec.Struct, frozen=True):
 
 
 def ask_to_stop(
-    conn: psycopg.Connection, conversation_id: str, action: Literal["pause", "interrupt"]
+    conn: psycopg.Connection,
+    conversation_id: str,
+    action: Literal["pause", "interrupt"],
+    *,
+    by: str,
 ) -> Asked:
-    """Pause or interrupt the conversation's run, wherever it is. Raises NotFound."""
+    """Pause or interrupt the conversation's run, wherever it is, for the
+    instance ``by``. Raises NotFound."""
     row = conn.execute(_LOCK_ROW, (conversation_id,)).fetchone()
     if row is None:
         raise NotFound(f"no conversation {conversation_id!r}")
@@ -82,7 +87,7 @@ def ask_to_stop(
         return Asked()
     if owner is None:
         reason = QUEUED_REASON if action == "pause" else INTERRUPT_REASON
-        return Asked(left=leave(conn, conversation_id, reason))
+        return Asked(left=leave(conn, conversation_id, reason, by=by))
     conn.execute(_KEEP, (action, conversation_id))
     send(conn, Control(owner, conversation_id, action))
     return Asked(owner=owner)

@@ -29,6 +29,7 @@ from laneway.store._postgres_recovery import pause
 from laneway.store._postgres_writes import write_append
 from laneway.store._recovery import TOOL_EVENTS_WHERE, unanswered_tool_calls
 from laneway.store._rows import CONVERSATION_COLUMNS, to_record
+from laneway.store.notices import notify_appended
 
 OWNER_LOST_IN_TOOLS = "owner lost during tool calls"
 OWNER_LOST = "owner lost"
@@ -160,7 +161,7 @@ def release(conn: psycopg.Connection, conversation_id: str, lease: Lease) -> App
     if not wanted or status == "running":
         return None
     # Admitted already, with the message: the queue's bound does not refuse it.
-    admission = enqueue(conn, conversation_id, (), max_waiting=2**62)
+    admission = enqueue(conn, conversation_id, (), max_waiting=2**62, by=lease.owner)
     return admission.written[0] if admission.written else None
 
 
@@ -168,7 +169,7 @@ def forget_instance(conn: psycopg.Connection, instance_id: str) -> None:
     conn.execute(_FORGET_INSTANCE, (instance_id,))
 
 
-def settle_expired(conn: psycopg.Connection) -> Settled:
+def settle_expired(conn: psycopg.Connection, *, by: str) -> Settled:
     """Settle up to REAP_BATCH runs whose owners' leases expired: a run taken
     but not begun, or whose last step ended cleanly, is queued again at its old
     place and goes on from there; one whose last step has tool calls without
@@ -190,6 +191,7 @@ def settle_expired(conn: psycopg.Connection) -> Settled:
             settled.requeued.append(request)
         else:
             settled.released.append(cid)
+    notify_appended(conn, by, [*settled.requeued, *settled.paused])
     conn.execute(_DISOWN, ([row[0] for row in rows],))
     if rows:
         conn.execute(_PRUNE_INSTANCES)

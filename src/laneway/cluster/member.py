@@ -226,7 +226,7 @@ class Member:
 
     def _settle(self) -> leases.Settled:
         with self.store.transaction() as conn:
-            settled = leases.settle_expired(conn)
+            settled = leases.settle_expired(conn, by=self.id)
             deltas.prune(conn)
             if settled.requeued or settled.released:
                 announce(conn)

@@ -29,6 +29,7 @@ from laneway.store._postgres_schema import MIGRATION_LOCK
 from laneway.store._postgres_writes import write_append, write_conversation
 from laneway.store._rows import CONVERSATION_COLUMNS, CONVERSATION_FIELDS, conversation_row
 from laneway.store.base import NotFound
+from laneway.store.notices import notify_appended
 
 # The channel that tells instances a run was queued; its payload is empty.
 QUEUE_CHANNEL = "laneway_queue"
@@ -91,9 +92,11 @@ def create(
     events: Sequence[NewEvent],
     *,
     max_waiting: int,
+    by: str,
 ) -> Admission:
     """Create a conversation whose run is queued at once, with ``events``; if the
-    queue is full, create it as ``record`` says, with ``events``, and say so."""
+    queue is full, create it as ``record`` says, with ``events``, and say so.
+    ``by``: the instance writing, as every write here announces (see notices)."""
     waiting = _lock_admissions(conn)
     full = waiting >= max_waiting
     if not full:
@@ -102,6 +105,7 @@ def create(
         events = [*events, status_event("queued")]
     request = Append(record.id, events, None)
     write_conversation(conn, _INSERT, conversation_row(record, len(request.prepared)), request)
+    notify_appended(conn, by, [request])
     if full:
         return Admission([request], full_at=waiting)
     announce(conn)
@@ -114,6 +118,7 @@ def enqueue(
     first: Sequence[NewEvent],
     *,
     max_waiting: int,
+    by: str,
     unless_active: bool = True,
 ) -> Admission:
     """Queue a run of the conversation, storing ``first`` in the same write as
@@ -133,6 +138,7 @@ def enqueue(
         written = [Append(conversation_id, first, None)] if first else []
         for request in written:
             write_append(conn, request)
+            notify_appended(conn, by, [request])
             if active:
                 # Should that run end without reading it, its release queues
                 # another (see leases.release).
@@ -142,17 +148,19 @@ def enqueue(
     update = ConversationUpdate(status="queued", queue_order=_next_place(conn))
     request = Append(conversation_id, [*first, status_event("queued")], update)
     write_append(conn, request)
+    notify_appended(conn, by, [request])
     announce(conn)
     return Admission([request], queued=True, status=status, owner=owner)
 
 
-def leave(conn: psycopg.Connection, conversation_id: str, reason: str) -> Append | None:
+def leave(conn: psycopg.Connection, conversation_id: str, reason: str, *, by: str) -> Append | None:
     """Take a run no instance has taken yet out of the queue, pausing it with
     ``reason``; None if it is not waiting (taken, ended, or never queued)."""
     if conn.execute(_LOCK_WAITING, (conversation_id,)).fetchone() is None:
         return None
     request = Append(conversation_id, [status_event("paused", reason)], _PAUSED)
     write_append(conn, request)
+    notify_appended(conn, by, [request])
     return request
 
 

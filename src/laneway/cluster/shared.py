@@ -52,7 +52,7 @@ class SharedRuns:
         """Create a conversation with its run queued; raises LaneFull, with the
         conversation stored as ``record`` says, if the queue is full."""
         admission = await self._transact(
-            queue.create, record, events, max_waiting=self.lanes.run.max_waiting
+            queue.create, record, events, max_waiting=self.lanes.run.max_waiting, by=self.member.id
         )
         self._publish(admission.written)
         if admission.full_at is not None:
@@ -63,7 +63,11 @@ class SharedRuns:
         """Queue a run; raises Conflict if one is queued or running, LaneFull if
         the queue is full, NotFound."""
         admission = await self._transact(
-            queue.enqueue, conversation_id, (), max_waiting=self.lanes.run.max_waiting
+            queue.enqueue,
+            conversation_id,
+            (),
+            max_waiting=self.lanes.run.max_waiting,
+            by=self.member.id,
         )
         self._publish(admission.written)
         if admission.full_at is not None:
@@ -84,6 +88,7 @@ class SharedRuns:
             conversation_id,
             [message],
             max_waiting=self.lanes.run.max_waiting,
+            by=self.member.id,
             unless_active=if_running == "reject",
         )
         if not admission.written:
@@ -110,7 +115,9 @@ class SharedRuns:
     async def stop(self, conversation_id: str, action: Literal["pause", "interrupt"]) -> bool:
         """Pause or interrupt a run this instance does not hold: out of the queue
         at once, or asked of its owner. True if its owner was asked."""
-        asked = await self._transact(controls.ask_to_stop, conversation_id, action)
+        asked = await self._transact(
+            controls.ask_to_stop, conversation_id, action, by=self.member.id
+        )
         if asked.left is not None:
             self._publish([asked.left])
         if asked.owner is not None and asked.owner == self.member.id:
