@@ -192,7 +192,7 @@ def _shown(path: Path) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
     parser.add_argument(
-        "--quick", action="store_true", help="one backend, fewer sizes, shorter phases (~60 s)"
+        "--quick", action="store_true", help="one backend, fewer sizes, shorter phases (~3.5 min)"
     )
     parser.add_argument(
         "--only", choices=("sweep", "components"), help="run only the sweep or the components"

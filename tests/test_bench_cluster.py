@@ -6,7 +6,8 @@ from __future__ import annotations
 import json
 import math
 
-from benchmarks.cluster import stream, throughput
+from benchmarks.cluster import controls, stream, throughput
+from benchmarks.cluster.controls import Controlled, status_stamps
 from benchmarks.cluster.stream import MarkerScanner, StreamLatency, marker
 from benchmarks.cluster.throughput import Throughput, describe_statuses, round_orders
 from benchmarks.components import cluster
@@ -70,6 +71,53 @@ def test_stream_figures_are_the_percentiles_of_the_cross_instance_latency() -> N
     assert p99.target == stream.TARGET_MS
     assert p99.meets is False  # 99 ms is past 50
     assert "A's own stream: p50 1.00" in p99.note
+
+
+def test_status_stamps_are_each_status_s_first() -> None:
+    events = [
+        {"timestamp": "2026-12-06T23:26:23.500000Z", "data": {"status": "queued"}},
+        {"timestamp": "2026-12-06T23:26:23.512500Z", "data": {"status": "running"}},
+        {"timestamp": "2026-12-06T23:26:23.700000Z", "data": {"status": "paused"}},
+        {"timestamp": "2026-12-06T23:26:24.000000Z", "data": {"status": "queued"}},
+    ]
+    stamps = status_stamps(events)
+    assert math.isclose(stamps["running"] - stamps["queued"], 0.0125, abs_tol=1e-6)
+    assert math.isclose(stamps["paused"] - stamps["queued"], 0.2, abs_tol=1e-6)
+
+
+def test_control_figures_judge_the_worst_interrupt_and_inform_of_the_handoff() -> None:
+    found = Controlled(
+        trials=4,
+        handoff=[0.004, 0.006, 0.008, 0.030],
+        queued_to_running=[0.002, 0.003, 0.004, 0.020],
+        interrupts=[0.012, 0.010, 0.090, 0.014],
+    )
+    p50, p99, worst = found.figures()
+    assert p50.value == 7.0
+    assert p50.target is None
+    assert math.isclose(p99.value, 29.34)
+    assert p99.target is None
+    assert "queued stamp: p50 3.5" in p99.note
+    assert worst.value == 90.0
+    assert worst.target == controls.interrupt.TARGET_MS
+    assert worst.meets is True
+    assert worst.note.startswith("median 13.0 ms; a pause of the same run: not paused after 2 s")
+
+
+def test_an_interrupt_never_paused_is_the_worst_and_misses() -> None:
+    found = Controlled(
+        trials=3,
+        handoff=[0.004] * 3,
+        queued_to_running=[0.002] * 3,
+        interrupts=[0.012, math.nan, 0.010],
+        pause=0.5,
+    )
+    worst = found.figures()[-1]
+    assert math.isnan(worst.value)
+    assert worst.meets is False
+    assert "median 11.0 ms; 1 of 3 not paused within 5 s" in worst.note
+    assert "a pause of the same run: 500 ms" in worst.note
+    assert found.details()["interrupt_ms"][1] is None
 
 
 def test_throughput_figures_compare_with_one_instance_and_count_unfinished_runs() -> None:

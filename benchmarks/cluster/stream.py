@@ -132,8 +132,8 @@ class StreamLatency:
             p50 = p99 = math.nan
             note50 = note99 = (
                 f"no frame on B within {FRAME_TIMEOUT_S:g} s of append {self.timed_out_at + 1} "
-                f"on A ({len(cross)} measured before it): is the cross-instance relay "
-                "(NOTIFY to followers on other instances) in this build?"
+                f"on A ({len(cross)} measured before it): B's relay (A's NOTIFY, read "
+                "from the store, published to B's followers) delivered nothing"
             )
         else:
             p50, p99 = percentile(cross, 0.5), percentile(cross, 0.99)

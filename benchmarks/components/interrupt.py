@@ -38,7 +38,7 @@ def _stepping(client: httpx.Client) -> str:
     return cid
 
 
-def _until_paused(client: httpx.Client, cid: str, action: str, bound_s: float) -> float:
+def until_paused(client: httpx.Client, cid: str, action: str, bound_s: float) -> float:
     """Seconds from ``POST /{action}`` to the paused status on a live stream; nan
     past ``bound_s``."""
     url = f"{C}/{cid}/events/stream"
@@ -60,10 +60,10 @@ def _until_paused(client: httpx.Client, cid: str, action: str, bound_s: float) -
 
 def _measure(server: Server, rounds: int) -> tuple[list[float], float]:
     with httpx.Client(base_url=server.base_url, timeout=10.0) as client:
-        interrupts = [_until_paused(client, _stepping(client), "interrupt", 5.0)
+        interrupts = [until_paused(client, _stepping(client), "interrupt", 5.0)
                       for _ in range(rounds)]  # fmt: skip
         cid = _stepping(client)
-        pause = _until_paused(client, cid, "pause", PAUSE_BOUND_S)
+        pause = until_paused(client, cid, "pause", PAUSE_BOUND_S)
         client.post(f"{C}/{cid}/interrupt")
     return interrupts, pause
 
