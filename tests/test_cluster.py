@@ -4,6 +4,8 @@ that is lost, and controls that reach a run held by another instance."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import anyio
 import msgspec
 import pytest
@@ -382,3 +384,34 @@ async def test_followers_elsewhere_see_what_settling_a_lost_owner_writes(
                         await anyio.sleep(0.01)
     assert [e.kind for e in seen[-2:]] == ["tool_result", "status"]
     assert seen[-1].data["reason"] == OWNER_LOST_IN_TOOLS
+
+
+async def test_a_control_that_comes_before_its_run_starts_here_is_applied_as_it_starts(
+    anyio_backend: str, pg_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Heartbeats far apart: the control's copy in the row would come too late.
+    async with instance(pg_url, "worker", ttl_s=60) as worker:
+        start = worker.runs.start
+        taken = anyio.Event()
+        go_on = anyio.Event()
+
+        async def held_start(*args: Any, **kwargs: Any) -> Any:
+            taken.set()
+            await go_on.wait()
+            return await start(*args, **kwargs)
+
+        monkeypatch.setattr(worker.runs, "start", held_start)
+        async with instance(pg_url, "api", ttl_s=60) as api:
+            conv = await api.create(agent=sim(steps=2, think_ms=600_000), initial_message="go")
+            with anyio.fail_after(GUARD_S):
+                await taken.wait()
+            view = await api.interrupt(conv.id)
+            assert view.pause_requested
+            # The notification is on its way to the worker, which has the run
+            # taken but not started.
+            with anyio.fail_after(GUARD_S):
+                while conv.id not in worker.member._early:
+                    await anyio.sleep(0.01)
+            go_on.set()
+            await wait_status(api, conv.id, "paused")
+            assert (await all_events(api, conv.id))[-1].data["reason"] == INTERRUPT_REASON

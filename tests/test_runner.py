@@ -4,14 +4,18 @@ and when a run may end."""
 
 from __future__ import annotations
 
+import threading
 import uuid
+from typing import Any
 
+import anyio
 import pytest
 
 from laneway.agents import ToolResult
 from laneway.models import AgentSpec
 from tests import agents
 from tests.services import (
+    GUARD_S,
     all_events,
     gated_run,
     open_service,
@@ -123,3 +127,33 @@ async def test_tool_calls_of_a_stuck_step_are_reported_not_run_to_the_next_step(
         [result] = agents.TURNS[key][1].tool_results
         assert (result.id, result.output) == ("c1", None)
         assert result.error == "not run: its step was stuck"
+
+
+async def test_an_interrupt_just_before_a_step_begins_keeps_it_from_beginning(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    async with open_service() as service:
+        # A step far longer than the guard: only the interrupt can end the run.
+        spec = AgentSpec("sim", {"steps": 2, "think_ms": 600_000})
+        conv = await service.create(agent=spec)
+        search = service.store.search_events
+        reading = threading.Event()
+        go_on = threading.Event()
+
+        def held_search(*args: Any, **kwargs: Any) -> Any:
+            # The run's read of unread messages, between its pause check and
+            # its step: held there while the interrupt lands.
+            if threading.current_thread() is not threading.main_thread() and not reading.is_set():
+                reading.set()
+                go_on.wait(GUARD_S)
+            return search(*args, **kwargs)
+
+        monkeypatch.setattr(service.store, "search_events", held_search)
+        await service.send_message(conv.id, "go")
+        await anyio.to_thread.run_sync(reading.wait, GUARD_S)
+        await service.interrupt(conv.id)
+        go_on.set()
+        await wait_status(service, conv.id, "paused")
+        events = await all_events(service, conv.id)
+    assert events[-1].data == {"status": "paused", "reason": "interrupted"}
+    assert not [e for e in events if e.kind == "message" and e.source == "agent"]

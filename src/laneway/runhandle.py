@@ -132,10 +132,17 @@ class RunHandle:
 
     # -- the step clock, read by the stuck watchdog ------------------------------
 
-    def begin_step(self, number: int) -> None:
+    def begin_step(self, number: int, interrupts: int) -> bool:
+        """Start the step clock, unless the run was interrupted since it had
+        ``interrupts``; False then. Under the lock :meth:`_cancel_step` takes
+        after an interrupt is counted: a step begins before an interrupt's
+        cancel looks for it, or not at all."""
         with self._clock:
+            if self.state.interrupts != interrupts:
+                return False
             self._step_started = time.monotonic()
             self._step_number = number
+            return True
 
     def end_step(self) -> StuckStep | None:
         """Stop the step clock; the step, if the watchdog declared it stuck."""

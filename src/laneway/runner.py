@@ -219,10 +219,13 @@ class Runner:
         # This run is the one writer of the conversation's totals while it runs.
         tokens = Usage(self.record.prompt_tokens, self.record.completion_tokens)
         while True:
+            # Read before anything of this step: an interrupt from here on ends it.
+            interrupts = handle.state.interrupts
             if handle.state.pause is not None and (claim := self._claim("pause")):
                 return "paused", claim.reason
             if steps_this_run >= self.record.max_steps and self._claim("stop"):
                 return "finished", f"max_steps ({self.record.max_steps}) reached"
+            read_before = self.read_seq
             new_messages = self._unread_messages()
             if new_messages:
                 self.read_seq = new_messages[-1].seq
@@ -232,8 +235,13 @@ class Runner:
                 tool_results=state.take_results(),
                 emit_delta=functools.partial(self._emit_delta, steps_done + 1),
             )
-            interrupts = handle.state.interrupts
-            handle.begin_step(turn.step)
+            if not handle.begin_step(turn.step, interrupts):
+                # Interrupted before its step began, too soon for the step to
+                # be cancelled: it does not begin, and what it was to be
+                # given waits for the next.
+                self.read_seq = read_before
+                state.add_results(turn.tool_results)
+                continue
             try:
                 result: StepResult | None = state.agent.step(turn)
             except Exception:

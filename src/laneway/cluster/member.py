@@ -79,6 +79,8 @@ class Member:
         self.held: dict[str, Lease] = {}
         # The control last applied to each run held (see _apply).
         self._applied: dict[str, str] = {}
+        # Controls that came before their run was started here (see control).
+        self._early: dict[str, str] = {}
         # Runs to queue again as they end, for another instance (see hand_over).
         self._handing_over: set[str] = set()
         self.deltas = DeltaCourier(store)
@@ -115,6 +117,7 @@ class Member:
 
     def ended(self, conversation_id: str) -> None:
         self._applied.pop(conversation_id, None)
+        self._early.pop(conversation_id, None)
         self.deltas.forget(conversation_id)
         if self._runs is not None:
             # Another instance may run the conversation next: an agent kept
@@ -243,14 +246,16 @@ class Member:
             self.control(cid, control)
 
     def control(self, conversation_id: str, control: str) -> None:
-        """Apply a pause or an interrupt asked of a run held here, once."""
-        if conversation_id not in self.held or self._runs is None:
-            return
-        if self._applied.get(conversation_id) == control:
+        """Apply a pause or an interrupt asked of a run held here, once. One
+        asked of a run this instance has taken but not yet started is applied
+        as it starts (see _take_runs)."""
+        if self._runs is None or self._applied.get(conversation_id) == control:
             return
         handle = self._runs.handles.get(conversation_id)
-        if handle is None:
+        if conversation_id not in self.held or handle is None:
+            self._early[conversation_id] = control
             return
+        self._early.pop(conversation_id, None)
         self._applied[conversation_id] = control
         handle.fire(InterruptAsked() if control == "interrupt" else PauseAsked())
 
@@ -324,6 +329,8 @@ class Member:
                         await runs.start(record, queued_stored=True)
                     except (LaneFull, ShuttingDown):
                         self.ended(record.id)
+                    if (early := self._early.pop(record.id, None)) is not None:
+                        self.control(record.id, early)
 
     # -- helpers -----------------------------------------------------------------
 
