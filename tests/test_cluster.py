@@ -415,3 +415,24 @@ async def test_a_control_that_comes_before_its_run_starts_here_is_applied_as_it_
             go_on.set()
             await wait_status(api, conv.id, "paused")
             assert (await all_events(api, conv.id))[-1].data["reason"] == INTERRUPT_REASON
+
+
+async def test_a_pause_asked_of_the_owner_itself_holds_if_the_owner_is_lost(
+    anyio_backend: str, pg_url: str
+) -> None:
+    async with instance(pg_url, "all") as owner:
+        # A step far longer than the guard: the pause waits for it, and the
+        # owner is lost meanwhile.
+        conv = await owner.create(agent=sim(steps=2, think_ms=600_000), initial_message="go")
+        await wait_status(owner, conv.id, "running")
+        assert (await owner.pause(conv.id)).pause_requested
+        sql(pg_url, "UPDATE conversations SET lease_expires = now() - interval '1 s'")
+        await wait_status(owner, conv.id, "paused")
+        events = await all_events(owner, conv.id)
+        with anyio.fail_after(GUARD_S):
+            while owner.runs.handles:
+                await anyio.sleep(0.01)
+    # Paused by the owner's last write, if it came before the lease was
+    # settled, or by the settling: either way paused, and not taken on.
+    assert (events[-1].data["status"], events[-1].data["reason"]) == ("paused", PAUSE_REASON)
+    assert OWNER_LOST not in [e.data.get("reason") for e in events]

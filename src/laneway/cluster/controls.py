@@ -89,7 +89,9 @@ def ask_to_stop(
         reason = QUEUED_REASON if action == "pause" else INTERRUPT_REASON
         return Asked(left=leave(conn, conversation_id, reason, by=by))
     conn.execute(_KEEP, (action, conversation_id))
-    send(conn, Control(owner, conversation_id, action))
+    if owner != by:
+        # An instance asking of a run it holds acts on it itself.
+        send(conn, Control(owner, conversation_id, action))
     return Asked(owner=owner)
 
 

@@ -245,6 +245,11 @@ class Member:
         for cid, control in renewal.controls.items():
             self.control(cid, control)
 
+    def applied(self, conversation_id: str, control: str) -> None:
+        """A control this instance applied to its run itself: the heartbeat's
+        copy from the row is not applied again."""
+        self._applied[conversation_id] = control
+
     def control(self, conversation_id: str, control: str) -> None:
         """Apply a pause or an interrupt asked of a run held here, once. One
         asked of a run this instance has taken but not yet started is applied

@@ -14,7 +14,7 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from types import TracebackType
-from typing import Any
+from typing import Any, Literal
 
 import anyio
 import anyio.lowlevel
@@ -174,13 +174,20 @@ class SharedConversationService(ConversationService):
     async def _stop(
         self, conversation_id: str, trigger: PauseAsked | InterruptAsked
     ) -> Conversation:
-        if conversation_id in self.runs.handles:
-            return await super()._stop(conversation_id, trigger)
-        asked = await self.shared.stop(
-            conversation_id, "pause" if isinstance(trigger, PauseAsked) else "interrupt"
+        action: Literal["pause", "interrupt"] = (
+            "pause" if isinstance(trigger, PauseAsked) else "interrupt"
         )
+        # Kept in the run's row wherever it runs, here too: should its owner be
+        # lost, the run is paused rather than taken on elsewhere.
+        owner = await self.shared.stop(conversation_id, action)
+        if conversation_id in self.runs.handles:
+            self.member.applied(conversation_id, action)
+            return await super()._stop(conversation_id, trigger)
+        if owner == self.member.id:
+            # Taken here, not yet started: applied as it starts.
+            self.member.control(conversation_id, action)
         view = await self.get(conversation_id)
-        return msgspec.structs.replace(view, pause_requested=True) if asked else view
+        return msgspec.structs.replace(view, pause_requested=True) if owner else view
 
     async def send_message(
         self,

@@ -112,18 +112,16 @@ class SharedRuns:
         if owner is not None:
             await self._tell(Control(owner, conversation_id, "interrupt_message", event.seq))
 
-    async def stop(self, conversation_id: str, action: Literal["pause", "interrupt"]) -> bool:
-        """Pause or interrupt a run this instance does not hold: out of the queue
-        at once, or asked of its owner. True if its owner was asked."""
+    async def stop(self, conversation_id: str, action: Literal["pause", "interrupt"]) -> str | None:
+        """Pause or interrupt the conversation's run: out of the queue at once if
+        no instance has taken it, else kept in its row and, if another instance
+        holds it, asked of that one. Returns the instance holding it, if any."""
         asked = await self._transact(
             controls.ask_to_stop, conversation_id, action, by=self.member.id
         )
         if asked.left is not None:
             self._publish([asked.left])
-        if asked.owner is not None and asked.owner == self.member.id:
-            # Taken here since the caller looked: the notification reaches it too.
-            self.member.on_control(Control(asked.owner, conversation_id, action))
-        return asked.owner is not None
+        return asked.owner
 
     async def delete(self, conversation_id: str) -> bool:
         return await self._transact(controls.delete, conversation_id, self.member.id)
