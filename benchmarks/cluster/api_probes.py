@@ -48,7 +48,6 @@ RUN_LANE = isolation.RUN_LANE
 # Every worker's lane full, and as many runs queued behind them as the
 # isolation component queues behind its one lane.
 RUNS = WORKERS * RUN_LANE + 10 * RUN_LANE
-TARGET_RATIO = isolation.TARGET_RATIO
 RATE_HZ = isolation.PROBE_RATE_HZ
 WINDOW_S = isolation.WINDOW_S
 QUICK_WINDOW_S = 2.0
@@ -76,32 +75,8 @@ class Probed:
     failures: int
 
     def figures(self) -> list[Figure]:
-        found = []
-        for kind, label in (("status", "status read"), ("search", "event search")):
-            phases = self.by_kind[kind]
-            loaded, twin, idle = phases["loaded"], phases["twin"], phases["idle"]
-            found.append(
-                Figure(
-                    f"api instance's {label} p99 while {WORKERS} workers run / idle twin's p99, "
-                    f"side by side ({loaded.p99:.2f} / {twin.p99:.2f} ms; p50 {loaded.p50:.2f} / "
-                    f"{twin.p50:.2f} ms; {loaded.count}/{twin.count} probes)",
-                    loaded.p99 / twin.p99,
-                    "",
-                    TARGET_RATIO,
-                    "lower",
-                    note=_stall_warning(twin.p99, idle.p99) or SINGLE_PROCESS,
-                )
-            )
-            found.append(
-                Figure(
-                    f"api instance's {label} p99 loaded / its own idle window's p99 "
-                    f"({idle.p99:.2f} ms, p50 {idle.p50:.2f} ms, {idle.count} probes)",
-                    loaded.p99 / idle.p99,
-                    "",
-                    note="windows seconds apart; for comparison",
-                )
-            )
-        return found
+        subject = f"api instance's (while {WORKERS} workers run) "
+        return isolation.probe_figures(self.by_kind, subject, _stall_warning, SINGLE_PROCESS)
 
     def describe(self) -> str:
         return (

@@ -25,11 +25,12 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 from benchmarks.figures import ComponentResult, Figure
 from benchmarks.scenario import Scenario, ScenarioResult, run_scenario
 from benchmarks.server import ServerOptions
+from benchmarks.stats import Summary
 from benchmarks.workload import SimWorkload
 
 TARGET_RATIO = 1.5
@@ -91,32 +92,47 @@ def _throughput(steps_per_s: float) -> str:
     return f"{steps_per_s:.1f} steps/s under load"
 
 
-def summarise(result: ScenarioResult, workload: SimWorkload) -> ComponentResult:
+def probe_figures(
+    by_kind: Mapping[str, Mapping[str, Summary]],
+    subject: str = "",
+    stalled: Callable[[float, float], str] | None = None,
+    note: str = "",
+) -> list[Figure]:
+    """For each kind of probe, the loaded p99 against its idle twin's, side by
+    side (the target), and against its own idle window's (for comparison).
+    ``subject`` begins each name; ``stalled`` words the warning for a twin much
+    slower than an idle server (see _twin_stalled), else ``note`` is said."""
+    warn = stalled if stalled is not None else _twin_stalled
     figures = []
     for kind, label in (("status", "status read"), ("search", "event search")):
-        phases = result.by_kind[kind]
+        phases = by_kind[kind]
         loaded, twin, idle = phases["loaded"], phases["twin"], phases["idle"]
         figures.append(
             Figure(
-                f"{label} loaded p99 / idle twin's p99, side by side ({loaded.p99:.2f} / "
+                f"{subject}{label} loaded p99 / idle twin's p99, side by side ({loaded.p99:.2f} / "
                 f"{twin.p99:.2f} ms; p50 {loaded.p50:.2f} / {twin.p50:.2f} ms; "
                 f"{loaded.count}/{twin.count} probes)",
                 loaded.p99 / twin.p99,
                 "",
                 TARGET_RATIO,
                 "lower",
-                note=_twin_stalled(twin.p99, idle.p99),
+                note=warn(twin.p99, idle.p99) or note,
             )
         )
         figures.append(
             Figure(
-                f"{label} loaded p99 / its own idle window's p99 ({idle.p99:.2f} ms, "
+                f"{subject}{label} loaded p99 / its own idle window's p99 ({idle.p99:.2f} ms, "
                 f"p50 {idle.p50:.2f} ms, {idle.count} probes)",
                 loaded.p99 / idle.p99,
                 "",
                 note="windows seconds apart; for comparison",
             )
         )
+    return figures
+
+
+def summarise(result: ScenarioResult, workload: SimWorkload) -> ComponentResult:
+    figures = probe_figures(result.by_kind)
     return ComponentResult(
         name=result.label,
         method=(
