@@ -436,3 +436,12 @@ async def test_a_pause_asked_of_the_owner_itself_holds_if_the_owner_is_lost(
     # settled, or by the settling: either way paused, and not taken on.
     assert (events[-1].data["status"], events[-1].data["reason"]) == ("paused", PAUSE_REASON)
     assert OWNER_LOST not in [e.data.get("reason") for e in events]
+
+
+async def test_the_watchdog_marks_a_stuck_run_under_its_lease(
+    anyio_backend: str, pg_url: str
+) -> None:
+    async with instance(pg_url, "all", step_timeout_s=0.2) as one, gated_run(one) as conv:
+        await wait_status(one, conv.id, "stuck")
+        [stuck] = [e for e in await all_events(one, conv.id) if e.data.get("status") == "stuck"]
+    assert stuck.data["lease"]["owner"] == one.member.id

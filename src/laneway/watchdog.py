@@ -14,7 +14,8 @@ import anyio
 
 from laneway.models import ConversationUpdate, Event, status_event
 from laneway.runhandle import StuckStep
-from laneway.store.base import NotFound, StoreUnavailable
+from laneway.runner import RunWrite
+from laneway.store.base import LeaseLost, NotFound, StoreUnavailable
 from laneway.toolcalls import Spawn
 
 if TYPE_CHECKING:
@@ -39,15 +40,28 @@ async def watch_stuck_steps(runs: Runs, spawn: Spawn) -> None:
 async def _mark_stuck(runs: Runs, conversation_id: str, stuck: StuckStep) -> None:
     log.warning("run %s stuck: %s", conversation_id, stuck.reason)
 
+    # Under a lease, written with it, as the run's own writes are; not at all
+    # once the lease is gone.
+    append: RunWrite = runs.store.append
+    if runs.leases is not None:
+        leased = runs.leases.write_for(conversation_id)
+        if leased is None:
+            return
+        append = leased
+
     def write() -> list[Event]:
         # None: the step returned first, and its run wrote the status.
-        return stuck.write(functools.partial(runs.store.append, conversation_id)) or []
+        return stuck.write(functools.partial(append, conversation_id)) or []
 
     # As Runs._write_status, but the write is claimed only once it is under way.
-    with anyio.CancelScope(shield=True), contextlib.suppress(NotFound):
+    with anyio.CancelScope(shield=True), contextlib.suppress(NotFound, LeaseLost):
         try:
             stored = await runs.lanes.io.run_sync_patiently(write)
         except StoreUnavailable as exc:
+            if runs.leases is not None:
+                # Not owed: written later, it could land after a takeover. The
+                # lease, left to expire, has the run settled.
+                return
             update = ConversationUpdate(status="stuck")
             runs.owed.owe(conversation_id, [status_event("stuck", stuck.reason)], update, str(exc))
             return
