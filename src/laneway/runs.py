@@ -128,10 +128,14 @@ class Runs:
         return self._admitting
 
     def adopt_agent(self, conversation_id: str, agent: Agent) -> None:
-        """Keep a new conversation's agent for its first run; not under leases,
-        where another instance may well run it."""
+        """Keep a new conversation's agent for its first run."""
+        self._keep_agent(conversation_id, AgentState(agent))
+
+    def _keep_agent(self, conversation_id: str, state: AgentState) -> None:
+        # Not under leases: an agent kept here would miss what a run on another
+        # instance adds. The next run here rebuilds its agent from the log.
         if self.leases is None:
-            self.agents[conversation_id] = AgentState(agent)
+            self.agents[conversation_id] = state
 
     def forget_conversation(self, conversation_id: str) -> None:
         """Drop what is kept for a deleted conversation."""
@@ -335,9 +339,8 @@ class Runs:
                         failure = await self._execute(handle, runner)
             if failure is not None and self.leases is None:
                 # Written once the run token is back: never wait for io holding it.
-                # Under a lease it is not owed: written later, it could land after
-                # another instance took the run over. The lease, left to expire
-                # (or released), has the run settled as a lost owner's.
+                # Not under a lease: written late, it could land after a takeover;
+                # the run is settled as a lost owner's instead.
                 await self.owed.write(cid, *failure)
             if handle.phase is Phase.LEAVING:
                 if write := owed(handle.fire(LeftQueue()), WriteStatus):
@@ -378,7 +381,7 @@ class Runs:
                     failure = thread_failure(cid, exc)
                 else:
                     if state is not None and not handle.state.deleted:
-                        self.agents[cid] = state
+                        self._keep_agent(cid, state)
             effects = handle.fire(ThreadReturned(failed=failure is not None))
             if failure is not None:
                 return failure

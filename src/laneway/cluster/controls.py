@@ -19,17 +19,16 @@ from typing import Literal
 import msgspec
 import psycopg
 
-from laneway.cluster.queue import ACTIVE, leave
+from laneway.cluster.queue import leave, status_and_owner
 from laneway.lifecycle.table import INTERRUPT_REASON, QUEUED_REASON
+from laneway.models import ACTIVE_STATUSES
 from laneway.store._append import Append
-from laneway.store.base import NotFound
 from laneway.store.notices import notify_deleted
 
 CONTROL_CHANNEL = "laneway_control"
 Action = Literal["pause", "interrupt", "message", "interrupt_message", "delete"]
 ACTIONS: tuple[Action, ...] = ("pause", "interrupt", "message", "interrupt_message", "delete")
 
-_LOCK_ROW = "SELECT status, owner FROM conversations WHERE id = %s FOR UPDATE"
 # An interrupt asked already is not weakened to a pause by a later request.
 _KEEP = (
     "UPDATE conversations SET control = CASE WHEN control = 'interrupt' THEN control"
@@ -79,11 +78,8 @@ def ask_to_stop(
 ) -> Asked:
     """Pause or interrupt the conversation's run, wherever it is, for the
     instance ``by``. Raises NotFound."""
-    row = conn.execute(_LOCK_ROW, (conversation_id,)).fetchone()
-    if row is None:
-        raise NotFound(f"no conversation {conversation_id!r}")
-    status, owner = row
-    if status not in ACTIVE:
+    status, owner = status_and_owner(conn, conversation_id, lock=True)
+    if status not in ACTIVE_STATUSES:
         return Asked()
     if owner is None:
         reason = QUEUED_REASON if action == "pause" else INTERRUPT_REASON

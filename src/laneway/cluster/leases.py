@@ -25,9 +25,9 @@ from laneway.cluster.queue import WAITING_WHERE, announce, enqueue
 from laneway.lifecycle.table import INTERRUPT_REASON, PAUSE_REASON
 from laneway.models import ConversationRecord, ConversationUpdate, status_event
 from laneway.store._append import Append
-from laneway.store._postgres_recovery import pause
+from laneway.store._postgres_recovery import pause, tool_events
 from laneway.store._postgres_writes import write_append
-from laneway.store._recovery import TOOL_EVENTS_WHERE, unanswered_tool_calls
+from laneway.store._recovery import unanswered_tool_calls
 from laneway.store._rows import CONVERSATION_COLUMNS, to_record
 from laneway.store.notices import notify_appended
 
@@ -62,9 +62,6 @@ _HELD = (
     "SELECT status, run_wanted_seq > read_seq FROM conversations"
     " WHERE id = %s AND owner = %s AND fence = %s FOR UPDATE"
 )
-_RELEASE = (
-    "UPDATE conversations SET owner = NULL, lease_expires = NULL, control = NULL WHERE id = %s"
-)
 _EXPIRED = (
     "SELECT id, status, queue_order, control FROM conversations"
     " WHERE (owner IS NOT NULL AND lease_expires < now())"
@@ -73,9 +70,6 @@ _EXPIRED = (
 )
 _DISOWN = (
     "UPDATE conversations SET owner = NULL, lease_expires = NULL, control = NULL WHERE id = ANY(%s)"
-)
-_TOOL_EVENTS = (
-    f"SELECT kind, data FROM events WHERE conversation_id = %s AND {TOOL_EVENTS_WHERE} ORDER BY seq"
 )
 _PRUNE_INSTANCES = "DELETE FROM instances WHERE expires_at < now() - interval '1 hour'"
 _FORGET_INSTANCE = "DELETE FROM instances WHERE id = %s"
@@ -153,7 +147,7 @@ def release(conn: psycopg.Connection, conversation_id: str, lease: Lease) -> App
     if row is None:
         return None
     status, wanted = row
-    conn.execute(_RELEASE, (conversation_id,))
+    conn.execute(_DISOWN, ([conversation_id],))
     if status == "queued":
         # Handed over: waiting for another instance now (see Member.hand_over).
         announce(conn)
@@ -180,7 +174,7 @@ def settle_expired(conn: psycopg.Connection, *, by: str) -> Settled:
     settled = Settled([], [], [])
     for cid, status, queue_order, control in rows:
         if status == "running":
-            open_calls = unanswered_tool_calls(conn.execute(_TOOL_EVENTS, (cid,)).fetchall())
+            open_calls = unanswered_tool_calls(tool_events(conn, cid))
             if open_calls or control is not None:
                 reason = _stopped_reason(control) if not open_calls else OWNER_LOST_IN_TOOLS
                 settled.paused += pause(conn, [cid], reason, were_running=True)

@@ -119,11 +119,6 @@ class Member:
         self._applied.pop(conversation_id, None)
         self._early.pop(conversation_id, None)
         self.deltas.forget(conversation_id)
-        if self._runs is not None:
-            # Another instance may run the conversation next: an agent kept
-            # here would miss what that run adds. The next run here rebuilds
-            # its agent from the log.
-            self._runs.agents.pop(conversation_id, None)
         lease = self.held.pop(conversation_id, None)
         self._handing_over.discard(conversation_id)
         if lease is not None and self._tg is not None:

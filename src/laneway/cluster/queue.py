@@ -18,6 +18,7 @@ import msgspec
 import psycopg
 
 from laneway.models import (
+    ACTIVE_STATUSES,
     ConversationRecord,
     ConversationUpdate,
     NewEvent,
@@ -37,7 +38,7 @@ QUEUE_CHANNEL = "laneway_queue"
 _ADMISSION_LOCK = MIGRATION_LOCK + 2
 WAITING_WHERE = "status = 'queued' AND owner IS NULL"
 _WAITING = f"SELECT count(*) FROM conversations WHERE {WAITING_WHERE}"
-_LOCK_ROW = "SELECT status, owner FROM conversations WHERE id = %s FOR UPDATE"
+_ROW = "SELECT status, owner FROM conversations WHERE id = %s"
 _RUN_WANTED = "UPDATE conversations SET run_wanted_seq = GREATEST(run_wanted_seq, %s) WHERE id = %s"
 _NEXT_PLACE = "SELECT nextval('queue_orders')"
 _INSERT = (
@@ -53,7 +54,6 @@ _POSITIONS = (
     f" WHERE {WAITING_WHERE}"
 )
 _LOCK_WAITING = f"SELECT 1 FROM conversations WHERE id = %s AND {WAITING_WHERE} FOR UPDATE"
-ACTIVE: tuple[Status, ...] = ("queued", "running")
 
 
 class Admission(msgspec.Struct):
@@ -126,11 +126,8 @@ def enqueue(
     the queue is full; with ``unless_active``, nothing at all is written if a
     run is queued or running already. Raises NotFound."""
     waiting = _lock_admissions(conn)
-    row = conn.execute(_LOCK_ROW, (conversation_id,)).fetchone()
-    if row is None:
-        raise NotFound(f"no conversation {conversation_id!r}")
-    status, owner = row
-    active = status in ACTIVE
+    status, owner = status_and_owner(conn, conversation_id, lock=True)
+    active = status in ACTIVE_STATUSES
     if active and unless_active:
         return Admission([], status=status, owner=owner)
     if active or waiting >= max_waiting:
@@ -181,6 +178,12 @@ def positions(conn: psycopg.Connection) -> dict[str, int]:
     return {cid: int(place) for cid, place in conn.execute(_POSITIONS).fetchall()}
 
 
-def waiting(conn: psycopg.Connection) -> int:
-    row = conn.execute(_WAITING).fetchone()
-    return int(row[0]) if row is not None else 0
+def status_and_owner(
+    conn: psycopg.Connection, conversation_id: str, *, lock: bool = False
+) -> tuple[Status, str | None]:
+    """The conversation's status and the instance holding its run, if one does;
+    with ``lock``, its row locked until the transaction ends. Raises NotFound."""
+    row = conn.execute(_ROW + (" FOR UPDATE" if lock else ""), (conversation_id,)).fetchone()
+    if row is None:
+        raise NotFound(f"no conversation {conversation_id!r}")
+    return row[0], row[1]

@@ -16,21 +16,17 @@ from __future__ import annotations
 
 import psycopg
 
-from laneway.cluster.queue import ACTIVE
-from laneway.store.base import NotFound
+from laneway.cluster.queue import status_and_owner
+from laneway.models import ACTIVE_STATUSES
 
 RECHECK_S = 0.05
 # A notification lost while a connection was down must not leave a wait
 # asleep until its timeout.
 IDLE_RECHECK_S = 1.0
-_ROW = "SELECT status, owner FROM conversations WHERE id = %s"
 
 
 def settled(conn: psycopg.Connection, conversation_id: str) -> tuple[bool, bool]:
     """(ended, held): the conversation is neither queued nor running; and an
     instance still holds it. Raises NotFound."""
-    row = conn.execute(_ROW, (conversation_id,)).fetchone()
-    if row is None:
-        raise NotFound(f"no conversation {conversation_id!r}")
-    status, owner = row
-    return status not in ACTIVE, owner is not None
+    status, owner = status_and_owner(conn, conversation_id)
+    return status not in ACTIVE_STATUSES, owner is not None

@@ -21,10 +21,14 @@ _TOOL_EVENTS = (
 _FORGET_WAITING = "DELETE FROM tool_waits WHERE conversation_id = %s RETURNING call_id"
 
 
+def tool_events(conn: psycopg.Connection, conversation_id: str) -> list[tuple[str, str]]:
+    """The conversation's tool calls and results, in seq order (see _recovery)."""
+    return [(kind, data) for kind, data in conn.execute(_TOOL_EVENTS, (conversation_id,))]
+
+
 def _tool_results(conn: psycopg.Connection, conversation_id: str, reason: str) -> list[NewEvent]:
     waiting = {call_id for (call_id,) in conn.execute(_FORGET_WAITING, (conversation_id,))}
-    tool_events = conn.execute(_TOOL_EVENTS, (conversation_id,)).fetchall()
-    return tool_answers(tool_events, waiting, reason)
+    return tool_answers(tool_events(conn, conversation_id), waiting, reason)
 
 
 def pause(

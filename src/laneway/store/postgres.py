@@ -269,19 +269,7 @@ class PostgresEventStore(SQLReads):
         events: Sequence[NewEvent],
         update: ConversationUpdate | None = None,
     ) -> list[Event]:
-        queue_order = None
-        if update is not None:
-            check_queue_order(update.status, update.queue_order)
-            queue_order = update.queue_order
-        request = Append(conversation_id, events, update)
-        if isinstance(queue_order, int):
-            # Noted before the write, as the SQLite store does: one rolled back
-            # still orders after every place given before it.
-            self._note_queue_order(queue_order)
-        with self._transaction() as conn:
-            write_append(conn, request)
-            notify_appended(conn, self.instance_id, (request,))
-        return request.stored()
+        return self._append(conversation_id, events, update, None)
 
     def append_fenced(
         self,
@@ -293,8 +281,21 @@ class PostgresEventStore(SQLReads):
     ) -> list[Event]:
         """:meth:`append` for a run holding ``lease`` (owner, fencing number):
         raises LeaseLost, writing nothing, if that lease no longer holds the run."""
+        return self._append(conversation_id, events, update, lease)
+
+    def _append(
+        self,
+        conversation_id: str,
+        events: Sequence[NewEvent],
+        update: ConversationUpdate | None,
+        lease: tuple[str, int] | None,
+    ) -> list[Event]:
         if update is not None:
             check_queue_order(update.status, update.queue_order)
+            if isinstance(update.queue_order, int):
+                # Noted before the write, as the SQLite store does: one rolled
+                # back still orders after every place given before it.
+                self._note_queue_order(update.queue_order)
         request = Append(conversation_id, events, update)
         with self._transaction() as conn:
             write_append(conn, request, lease)
